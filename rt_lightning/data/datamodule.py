@@ -1,0 +1,251 @@
+"""``SFTDataModule``: one source, one mode switch (``it`` | ``rt`` | ``rt_empty`` | ``refusal``), exact labels.
+
+Flow: source → records (``records.py``) → refusal mixture / seeded subset (``mixtures.py``) → messages (``modes.py``)
+→ text + trainable spans (``templates.py``) → input_ids + labels (``tokenize.py``), cached as an HF ``datasets``
+folder keyed by everything that affects the tokens → ``PadCollator``.
+
+To extend it in a notebook, subclass and override ``read_records`` (a new source), ``to_messages`` (a new mode),
+or register a mode with ``rt_lightning.data.modes.register_mode``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from rt_lightning.data.collate import PadCollator
+from rt_lightning.data.mixtures import EXPLANATORY_REFUSAL, mix_refusals, seeded_subset
+from rt_lightning.data.modes import Message, get_mode
+from rt_lightning.data.records import DataError, Record, fields, load_records
+from rt_lightning.data.templates import TULU_ASSISTANT, TULU_USER, Template, build_template
+from rt_lightning.data.tokenize import IGNORE_INDEX, tokenize_batch, tokenizer_adds_bos, truncate_and_check
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1
+"""Bump when tokenisation code changes meaning, so old caches are not reused."""
+QUICKSTART_DIR = Path(__file__).resolve().parent.parent / "assets" / "quickstart"
+
+
+@dataclass
+class SFTDataModule(L.LightningDataModule):
+    """Instruction-response (IT), response-only (RT) and refusal-augmented data from one source."""
+
+    train: str = str(QUICKSTART_DIR / "train.jsonl")
+    """Training data: a local json/jsonl/csv/parquet file or a hub dataset id (e.g. ``GAIR/lima``)."""
+    val: Optional[str] = str(QUICKSTART_DIR / "val.jsonl")
+    """Validation data (same forms as ``train``); null for none. It is rendered with the same mode."""
+    layout: str = "auto"
+    """Row layout: auto, lima, alpaca, dolly, refusals, prompt_completion, or fields (see ``*_field``)."""
+    instruction_field: str = "instruction"
+    """With layout=fields: the column holding the instruction."""
+    response_field: str = "response"
+    """With layout=fields: the column holding the response."""
+    input_field: Optional[str] = None
+    """With layout=fields: an optional column appended to the instruction after a blank line."""
+    split: str = "train"
+    """Split to read from hub datasets."""
+    mode: str = "rt"
+    """it (instruction + response), rt (response only, no user turn), rt_empty (empty user turn), or refusal."""
+    max_examples: Optional[int] = None
+    """Keep a seeded random subset of this many base examples (the paper's 1,000-example Alpaca/Dolly sets)."""
+    refusals: Optional[str] = None
+    """mode=refusal: file or hub id of refusal examples (Safety-Tuned LLaMAs ``safety_only_data_Instructions.json``)."""
+    num_refusals: int = 200
+    """mode=refusal: how many filtered refusals to append to the base set (paper: 100, 200, 500)."""
+    refusal_mode: str = "rt"
+    """mode=refusal: how the mixture is rendered (it or rt)."""
+    refusal_filter: str = EXPLANATORY_REFUSAL
+    """mode=refusal: regex a refusal (lower-cased) must match to be used."""
+    seed: int = 0
+    """Seed of the subset/refusal samplers (the paper uses 0)."""
+    template: str = "tulu"
+    """tulu (the paper's), chat (the tokenizer's own chat template), or custom (``user_format``/``assistant_format``)."""
+    user_format: str = TULU_USER
+    """template=custom: format of a user turn; ``{content}`` and ``{eos}`` are filled in."""
+    assistant_format: str = TULU_ASSISTANT
+    """template=custom: format of an assistant turn; trained from ``{content}`` to its end."""
+    tokenizer: Optional[str] = None
+    """Tokenizer name or path; linked to ``model.model`` by the CLI."""
+    add_bos: Optional[bool] = None
+    """Prepend exactly one BOS; null = when the tokenizer does so by default."""
+    max_length: int = 2048
+    """Truncate longer examples (keeping the head)."""
+    on_bad_row: str = "error"
+    """error: stop at a bad row naming file and row; skip: drop it and log the count."""
+    batch_size: int = 8
+    """Micro-batch size per device."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+    cache_dir: Optional[str] = None
+    """Where tokenised datasets are cached; null = ``$RT_LIGHTNING_DATASET_CACHE`` or ``$RT_LIGHTNING_CACHE/datasets``."""
+
+    _tokenizer: Any = field(default=None, init=False, repr=False)
+    _datasets: dict = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        super().__init__()
+        if self.mode != "refusal":
+            get_mode(self.mode)  # fail at start-up, naming the mode
+        elif self.refusal_mode not in ("it", "rt", "rt_empty"):
+            raise ValueError(f"refusal_mode must be it, rt or rt_empty, got {self.refusal_mode!r}")
+
+    # --- pieces a subclass may override -------------------------------------------------------------------------
+    def read_records(self, source: str) -> list[Record]:
+        layout = fields(self.instruction_field, self.response_field, self.input_field) \
+            if self.layout == "fields" else self.layout
+        return load_records(source, layout=layout, split=self.split, on_bad_row=self.on_bad_row)
+
+    def mix(self, records: list[Record]) -> list[Record]:
+        """Seeded base subset, then (mode=refusal) the refusal mixture."""
+        records = seeded_subset(records, self.max_examples, self.seed)
+        if self.mode != "refusal":
+            return records
+        if not self.refusals:
+            raise ValueError("mode=refusal needs data.refusals (e.g. safety_only_data_Instructions.json)")
+        refusals = load_records(self.refusals, layout="refusals", split=self.split, on_bad_row=self.on_bad_row)
+        return mix_refusals(records, refusals, self.num_refusals, self.seed, self.refusal_filter)
+
+    def to_messages(self, record: Record) -> list[Message]:
+        return get_mode(self.refusal_mode if self.mode == "refusal" else self.mode)(record)
+
+    # --- tokenizer and template ---------------------------------------------------------------------------------
+    def connect(self, tokenizer) -> None:
+        """Give the module a ready tokenizer object (tests, notebooks) instead of a name to load."""
+        self._tokenizer = tokenizer
+
+    @property
+    def hf_tokenizer(self):
+        if self._tokenizer is None:
+            if self.tokenizer is None:
+                raise ValueError("SFTDataModule needs a tokenizer: set data.tokenizer (the CLI links model.model) "
+                                 "or call connect(tokenizer)")
+            from rt_lightning.model.loading import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.tokenizer)
+        return self._tokenizer
+
+    def build_template(self) -> Template:
+        return build_template(self.template, self.hf_tokenizer, self.user_format, self.assistant_format)
+
+    # --- datasets -----------------------------------------------------------------------------------------------
+    def examples(self, split: str) -> tuple[list[Record], list[dict]]:
+        """Records of ``split`` (train/val) and their tokenised examples, checked row by row."""
+        source = self.train if split == "train" else self.val
+        records = self.read_records(source)
+        if split == "train":
+            records = self.mix(records)
+        template, tokenizer = self.build_template(), self.hf_tokenizer
+        add_bos = tokenizer_adds_bos(tokenizer) if self.add_bos is None else self.add_bos
+        rendered = [template.render(self.to_messages(r)) for r in records]
+        kept_records, examples, skipped, split_count = [], [], 0, 0
+        for start in range(0, len(records), 1024):
+            chunk = tokenize_batch(tokenizer, rendered[start:start + 1024], add_bos)
+            for record, tokenized in zip(records[start:start + 1024], chunk):
+                try:
+                    tokenized = truncate_and_check(tokenized, self.max_length, record.where, tokenizer.bos_token_id)
+                except DataError as err:
+                    if self.on_bad_row == "error":
+                        raise
+                    skipped += 1
+                    log.warning("Skipping example: %s", err)
+                    continue
+                split_count += tokenized.split_at_boundary
+                kept_records.append(record)
+                examples.append({"input_ids": tokenized.input_ids, "labels": tokenized.labels,
+                                 "source": record.source, "row": record.row})
+        if skipped:
+            log.warning("%s: skipped %d example(s) with no trainable tokens", source, skipped)
+        if split_count:
+            log.info("%s: %d example(s) had a token across a span edge and were split there", source, split_count)
+        log.info("%s split: %d examples (mode=%s, template=%s)", split, len(examples), self.mode, self.template)
+        return kept_records, examples
+
+    def _cache_key(self, split: str) -> str:
+        tok = self.hf_tokenizer
+        settings = {k: getattr(self, k) for k in (
+            "layout", "instruction_field", "response_field", "input_field", "split", "mode", "max_examples",
+            "refusals", "num_refusals", "refusal_mode", "refusal_filter", "seed", "template", "user_format",
+            "assistant_format", "add_bos", "max_length", "on_bad_row")}
+        settings.update(split=split, source=self.train if split == "train" else self.val, cls=type(self).__qualname__,
+                        version=CACHE_VERSION, tokenizer=[tok.name_or_path, type(tok).__name__, len(tok),
+                                                          tok.bos_token, tok.eos_token, tok.chat_template])
+        for name in ("train", "val", "refusals"):  # local files: their content matters, not just the path
+            path = Path(str(getattr(self, name)))
+            if path.is_file():
+                stat = path.stat()
+                settings[f"{name}_stat"] = [stat.st_size, stat.st_mtime_ns]
+        return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+    def dataset(self, split: str):
+        """The tokenised ``datasets.Dataset`` of ``split``, built once and then loaded from the cache."""
+        if split in self._datasets:
+            return self._datasets[split]
+        import datasets
+        from rt_lightning.model.loading import cache_root
+
+        root = self.cache_dir or os.environ.get("RT_LIGHTNING_DATASET_CACHE") or cache_root() / "datasets"
+        folder = Path(root) / f"{split}-{self._cache_key(split)}"
+        if folder.is_dir():
+            ds = datasets.load_from_disk(str(folder))
+        else:
+            _, examples = self.examples(split)
+            ds = datasets.Dataset.from_list(examples)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent)
+            ds.save_to_disk(staging)
+            shutil.rmtree(folder, ignore_errors=True)
+            Path(staging).rename(folder)  # atomic: a killed run never leaves a half-written cache
+            ds = datasets.load_from_disk(str(folder))
+        self._datasets[split] = ds.with_format(columns=["input_ids", "labels"])
+        return self._datasets[split]
+
+    def prepare_data(self) -> None:
+        # Rank 0 builds the caches; the other ranks load them in setup().
+        for split in ("train", "val") if self.val else ("train",):
+            self.dataset(split)
+
+    def setup(self, stage: str) -> None:
+        self.dataset("train")
+        if self.val:
+            self.dataset("val")
+
+    def collator(self) -> PadCollator:
+        tok = self.hf_tokenizer
+        return PadCollator(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.dataset("train"), batch_size=self.batch_size, shuffle=True,
+                          collate_fn=self.collator(), num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        if not self.val:
+            return []
+        return DataLoader(self.dataset("val"), batch_size=self.batch_size, shuffle=False,
+                          collate_fn=self.collator(), num_workers=self.num_workers)
+
+    # --- inspection ---------------------------------------------------------------------------------------------
+    def inspect(self, split: str = "train", limit: Optional[int] = None) -> Iterator[dict]:
+        """Yield what is trained, per example: the decoded input and the decoded tokens that carry loss."""
+        records, examples = self.examples(split)
+        tok = self.hf_tokenizer
+        for index, (record, example) in enumerate(zip(records, examples)):
+            if limit is not None and index >= limit:
+                return
+            trained = [t for t, label in zip(example["input_ids"], example["labels"]) if label != IGNORE_INDEX]
+            yield {"index": index, "source": record.source, "row": record.row,
+                   "refusal": bool(record.meta.get("refusal")), "num_tokens": len(example["input_ids"]),
+                   "num_trainable": len(trained),
+                   "text": tok.decode(example["input_ids"], skip_special_tokens=False,
+                                      clean_up_tokenization_spaces=False),
+                   "trainable_text": tok.decode(trained, skip_special_tokens=False,
+                                                clean_up_tokenization_spaces=False)}

@@ -1,0 +1,43 @@
+"""Masked next-token loss that never builds full-vocabulary logits for positions that carry no loss.
+
+Only positions whose (shifted) label is trained go through the LM head, in chunks; during training each chunk is
+recomputed in backward (activation checkpointing) so at most one chunk of fp32 logits is alive at a time. With a
+262k-token vocabulary (Gemma) the logits, not the weights, dominate memory otherwise.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from rt_lightning.data.tokenize import IGNORE_INDEX
+
+
+def _chunk_loss(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, softcap: float | None):
+    logits = F.linear(hidden, weight).float()
+    if softcap is not None:  # Gemma-2 style final logit soft-capping, as the HF model applies it
+        logits = torch.tanh(logits / softcap) * softcap
+    return F.cross_entropy(logits, targets, reduction="sum")
+
+
+def masked_lm_loss(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Module, softcap: float | None = None,
+                   chunk_size: int = 1024) -> tuple[torch.Tensor, int]:
+    """Sum-then-mean cross-entropy over trained positions; returns (mean loss, number of trained tokens).
+
+    ``hidden`` is the decoder output ``[batch, seq, dim]`` and ``labels`` the unshifted labels ``[batch, seq]``.
+    """
+    if getattr(lm_head, "bias", None) is not None:
+        raise NotImplementedError("LM heads with a bias are not supported by the chunked loss")
+    targets = labels[:, 1:]
+    mask = targets != IGNORE_INDEX
+    selected, targets = hidden[:, :-1][mask], targets[mask]
+    count = int(targets.numel())
+    if count == 0:
+        raise ValueError("batch has no trainable tokens (every example should have been checked when tokenised)")
+    total = hidden.new_zeros((), dtype=torch.float32)
+    recompute = torch.is_grad_enabled() and selected.requires_grad
+    for start in range(0, count, chunk_size):
+        args = (selected[start:start + chunk_size], targets[start:start + chunk_size], lm_head.weight, softcap)
+        total = total + (checkpoint(_chunk_loss, *args, use_reentrant=False) if recompute else _chunk_loss(*args))
+    return total / count, count

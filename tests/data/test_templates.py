@@ -1,0 +1,67 @@
+import pytest
+
+from rt_lightning.data.modes import MODES, Message
+from rt_lightning.data.records import Record
+from rt_lightning.data.templates import ChatTemplate, TextTemplate, build_template, tulu
+
+RECORD = Record("Name a colour.", "Blue.")
+
+
+def rendered(mode):
+    return tulu("</s>").render(MODES[mode](RECORD))
+
+
+def test_tulu_it_string_and_span():
+    r = rendered("it")
+    assert r.text == "<|user|>\nName a colour.\n<|assistant|>\nBlue.</s>\n"
+    assert [r.text[s:e] for s, e in r.spans] == ["Blue.</s>\n"]
+
+
+def test_tulu_rt_has_no_user_turn_at_all():
+    r = rendered("rt")
+    assert r.text == "<|assistant|>\nBlue.</s>\n"
+    assert [r.text[s:e] for s, e in r.spans] == ["Blue.</s>\n"]
+
+
+def test_tulu_rt_empty_keeps_an_empty_user_turn():
+    assert rendered("rt_empty").text == "<|user|>\n\n<|assistant|>\nBlue.</s>\n"
+
+
+def test_inference_prompt_is_the_same_for_it_and_rt():
+    assert tulu("</s>").prompt("Name a colour.") == "<|user|>\nName a colour.\n<|assistant|>\n"
+
+
+def test_custom_template_spans_cover_content_and_turn_end():
+    template = TextTemplate("</s>", user="### Q: {content}\n", assistant="### A: {content} {eos}\n\n")
+    r = template.render(MODES["it"](RECORD))
+    assert r.text == "### Q: Name a colour.\n### A: Blue. </s>\n\n"
+    assert [r.text[s:e] for s, e in r.spans] == ["Blue. </s>\n\n"]
+    assert template.prompt("x") == "### Q: x\n### A: "
+
+
+def test_custom_template_needs_content_once():
+    with pytest.raises(ValueError, match="exactly once"):
+        TextTemplate("</s>", user="{content}", assistant="no placeholder")
+
+
+def test_chat_template_spans_from_prefix_renders(tokenizer):
+    tok = tokenizer.__class__(tokenizer_object=tokenizer.backend_tokenizer, bos_token="<s>", eos_token="</s>",
+                              pad_token="<pad>")
+    tok.chat_template = ("{{ bos_token }}{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}"
+                         "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}"
+                         "{% if add_generation_prompt %}<assistant>{% endif %}")
+    template = build_template("chat", tok)
+    r = template.render([Message("user", "Hi"), Message("assistant", "Hello", trainable=True)])
+    assert r.text == "<s><user>Hi\n<assistant>Hello</s>\n"
+    assert [r.text[s:e] for s, e in r.spans] == ["Hello</s>\n"]
+    assert template.prompt("Hi") == "<s><user>Hi\n<assistant>"
+
+
+def test_chat_template_requires_one(tokenizer):
+    with pytest.raises(ValueError, match="no chat template"):
+        ChatTemplate(tokenizer)
+
+
+def test_unknown_template(tokenizer):
+    with pytest.raises(ValueError, match="Unknown template 'alpaca'"):
+        build_template("alpaca", tokenizer)
