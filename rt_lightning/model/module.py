@@ -94,7 +94,10 @@ class ResponseTuningModule(L.LightningModule):
         for parameter in base.parameters():
             parameter.requires_grad_(False)
         if hp.gradient_checkpointing:
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.2x name
+                base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         lora = LoraConfig(r=hp.lora_r, lora_alpha=hp.lora_alpha, lora_dropout=hp.lora_dropout,
                           target_modules=hp.lora_target_modules, bias="none", task_type="CAUSAL_LM")
         self.model = get_peft_model(base, lora)
