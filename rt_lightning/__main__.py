@@ -1,4 +1,4 @@
-"""``python -m rt_lightning fit|validate|test|predict --config …`` (LightningCLI), ``inspect`` and ``export``."""
+"""``python -m rt_lightning fit|validate|test|predict --config …`` (LightningCLI), ``inspect``, ``eval``, ``export``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ def main(argv: list[str] | None = None) -> None:
         from rt_lightning.cli import inspect_main
 
         inspect_main(argv[1:])
+    elif command == "eval":
+        from rt_lightning.eval.runner import eval_main
+
+        eval_main(argv[1:])
     elif command == "export":
         from rt_lightning.model.export import export_main
 

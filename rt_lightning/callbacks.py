@@ -1,0 +1,114 @@
+"""``GenerationValidation``: at the end of validation, generate for a small prompt mix and log what the paper
+measures — refusal rate on harmful prompts, false refusals on safe ones, IFEval accuracy, stop rate, length — plus
+a table of sample generations. Every rank generates for its own shard and the rows are gathered, so ranks never
+wait on each other inside generation (no deadlock when shards differ in size)."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+import torch
+
+from rt_lightning.eval.benchmarks import BENCHMARKS, BenchmarkRow, load_benchmark
+from rt_lightning.eval.scorers import summarize
+from rt_lightning.generation import GenerationConfig, generate
+
+log = logging.getLogger(__name__)
+
+
+class GenerationValidation(L.Callback):
+    def __init__(self, benchmarks: Optional[dict[str, int]] = None, heldout: int = 16, data_root: Optional[str] = None,
+                 paths: Optional[dict[str, str]] = None, every_n_epochs: int = 1,
+                 generation: Optional[GenerationConfig] = None, log_samples: int = 8):
+        """
+        Args:
+            benchmarks: Benchmark name → prompts per subset, e.g. ``{advbench: 16, xstest: 16, ifeval: 16}``.
+            heldout: Instructions from the data module's validation file to generate for (0 for none).
+            data_root: Folder laid out like ``../shared/data`` to read benchmarks from (else the hub).
+            paths: Per-benchmark local files, overriding ``data_root``.
+            every_n_epochs: Run at the end of every N-th validation epoch.
+            generation: Decoding settings (default: greedy, 128 new tokens).
+            log_samples: Sample generations per benchmark written to the logs.
+        """
+        self.benchmarks = {"advbench": 16, "xstest": 16, "ifeval": 16} if benchmarks is None else benchmarks
+        self.heldout, self.data_root, self.paths, self.every_n_epochs = heldout, data_root, paths or {}, every_n_epochs
+        self.generation = generation or GenerationConfig(max_new_tokens=128)
+        self.log_samples = log_samples
+        self._rows: list[tuple[str, str, BenchmarkRow]] = []
+        self._epoch_start = time.perf_counter()
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        for name, limit in self.benchmarks.items():
+            kind = BENCHMARKS[name].kind
+            self._rows += [(name, kind, row) for row in load_benchmark(name, self.paths.get(name), self.data_root, limit)]
+        datamodule = trainer.datamodule
+        if self.heldout and getattr(datamodule, "val", None):
+            records = datamodule.read_records(datamodule.val)[: self.heldout]
+            self._rows += [("heldout", "helpful", BenchmarkRow(f"heldout-{r.row}", r.instruction)) for r in records]
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not self._rows or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        from rt_lightning.eval.runner import score_row
+
+        start = time.perf_counter()
+        datamodule = trainer.datamodule
+        tokenizer, template = datamodule.hf_tokenizer, datamodule.build_template()
+        shard = self._rows[trainer.global_rank::trainer.world_size]
+        generations = generate(pl_module.model, tokenizer, [template.prompt(r.instruction) for _, _, r in shard],
+                               self.generation) if shard else []
+        rows = [{"benchmark": name, "id": row.id, "subset": row.subset, "instruction": row.instruction,
+                 "response": g.text, "finish_reason": g.finish_reason, "num_tokens": g.num_tokens,
+                 **score_row(kind, row, g.text)} for (name, kind, row), g in zip(shard, generations)]
+        rows = self._gather(rows, trainer.world_size)
+        seconds = time.perf_counter() - start
+        for name in dict.fromkeys(n for n, _, _ in self._rows):
+            kind = "helpful" if name == "heldout" else BENCHMARKS[name].kind
+            summary = summarize(kind, [r for r in rows if r["benchmark"] == name])
+            for key, value in summary.items():
+                if key != "n" and isinstance(value, (int, float)):
+                    pl_module.log(f"gen/{name}/{key}", float(value), on_epoch=True, sync_dist=False)
+        pl_module.log("gen/seconds", seconds, on_epoch=True)
+        if trainer.is_global_zero:
+            self._write_samples(trainer, rows)
+            epoch_seconds = time.perf_counter() - self._epoch_start
+            new_tokens = sum(r["num_tokens"] for r in rows)
+            print(f"GenerationValidation: {len(rows)} prompts, {new_tokens} new tokens in {seconds:.1f} s "
+                  f"({100 * seconds / max(epoch_seconds, 1e-9):.0f}% of this epoch's {epoch_seconds:.1f} s)")
+
+    @staticmethod
+    def _gather(rows: list[dict], world_size: int) -> list[dict]:
+        if world_size == 1 or not torch.distributed.is_initialized():
+            return rows
+        shards: list = [None] * world_size
+        torch.distributed.all_gather_object(shards, rows)
+        return [row for shard in shards for row in shard]
+
+    def _write_samples(self, trainer, rows: list[dict]) -> None:
+        samples, seen = [], {}
+        for row in rows:
+            seen[row["benchmark"]] = seen.get(row["benchmark"], 0) + 1
+            if seen[row["benchmark"]] <= self.log_samples:
+                samples.append(row)
+        columns = ["benchmark", "id", "subset", "instruction", "response", "finish_reason", "refused"]
+        for logger in trainer.loggers:
+            if type(logger).__name__ == "TensorBoardLogger":
+                table = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n" + "\n".join(
+                    "| " + " | ".join(str(r[c]).replace("|", "\\|").replace("\n", "<br>") for c in columns) + " |"
+                    for r in samples)
+                logger.experiment.add_text("generations", table, trainer.global_step)
+            elif getattr(logger, "log_dir", None):
+                path = Path(logger.log_dir) / f"generations-epoch{trainer.current_epoch}.csv"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("w", newline="", encoding="utf-8") as fh:
+                    writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+                    writer.writeheader()
+                    writer.writerows(samples)
