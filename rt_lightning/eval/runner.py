@@ -6,6 +6,7 @@ Per benchmark it writes ``<output_dir>/<name>.jsonl`` (one scored row per prompt
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Optional
 
 from rt_lightning.eval.benchmarks import BENCHMARKS, BenchmarkRow, load_benchmark
+from rt_lightning.eval.icl import STOP_STRINGS as ICL_STOPS
+from rt_lightning.eval.icl import IclPrompt
 from rt_lightning.eval.refusal import refusal_verdict
 from rt_lightning.eval.results import ResultsFile
 from rt_lightning.eval.scorers import summarize
@@ -86,6 +89,8 @@ def evaluate(
     paths: Optional[dict[str, str]] = None,
     limit: Optional[int] = None,
     template: str = "tulu",
+    icl: Optional[str] = None,
+    icl_prompt: Optional[str] = None,
     quantize: Optional[str] = None,
     dtype: str = "bfloat16",
     device: str = "cpu",
@@ -106,6 +111,9 @@ def evaluate(
         paths: Per-benchmark local files, overriding ``data_root`` (``{"ifeval": "my.jsonl"}``).
         limit: First N prompts of each benchmark (of each subset for two-sided sets such as XSTest).
         template: Prompt format: ``tulu`` (``<|user|>\\n{instruction}\\n<|assistant|>\\n``, the paper's) or ``chat``.
+        icl: In-context setting for an untuned base model instead of ``template``: zeroshot, urial or urial_r
+            (stops at ``# Query:``/``# Answer:``/``# Instruction``, trailing backticks stripped).
+        icl_prompt: The URIAL prompt file (urial, urial_r) or a 0-shot template file; ``{instruction}`` is filled in.
         quantize: ``nf4`` to load the base in 4-bit.
         dtype: Dtype of the base weights.
         device: ``cpu``, ``cuda``, ``cuda:1`` ...
@@ -125,10 +133,14 @@ def evaluate(
         raise ValueError("give --model (with optional --adapter), --ckpt_path, or --responses")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    net = tokenizer = prompt_template = None
+    net = tokenizer = prompt_template = nll_template = None
+    clean = str
     if not responses:
         net, tokenizer = load_model(model, adapter, ckpt_path, quantize, dtype, device)
-        prompt_template = build_template(template, tokenizer)
+        prompt_template = nll_template = build_template(template, tokenizer)
+        if icl:
+            prompt_template, clean = IclPrompt(icl, icl_prompt), IclPrompt.clean
+            generation = dataclasses.replace(generation, stop_strings=[*generation.stop_strings, *ICL_STOPS])
     metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
     for name in benchmarks:
         kind = BENCHMARKS[name].kind
@@ -155,14 +167,14 @@ def evaluate(
                         if reference_nll and kind == "helpful":
                             pairs = [(todo[i].instruction, todo[i].extra["reference"]) for i in indices
                                      if todo[i].extra.get("reference")]
-                            scores = iter(_nll(net, tokenizer, prompt_template, pairs) if pairs else [])
+                            scores = iter(_nll(net, tokenizer, nll_template, pairs) if pairs else [])
                             nll = [next(scores) if todo[i].extra.get("reference") else None for i in indices]
                         for i, g, n in zip(indices, generations, nll):
-                            row = todo[i]
+                            row, text = todo[i], clean(g.text)
                             record = {"id": row.id, "benchmark": name, "subset": row.subset,
-                                      "instruction": row.instruction, "prompt": prompts[i], "response": g.text,
+                                      "instruction": row.instruction, "prompt": prompts[i], "response": text,
                                       "finish_reason": g.finish_reason, "num_tokens": g.num_tokens,
-                                      **score_row(kind, row, g.text)}
+                                      **score_row(kind, row, text)}
                             if n is not None and n[1] > 0 and not math.isnan(n[0]):
                                 record.update(reference_nll_sum=n[0], reference_tokens=n[1])
                             results.append(record)
