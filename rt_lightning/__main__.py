@@ -1,4 +1,6 @@
-"""``python -m rt_lightning fit|validate|test|predict --config …`` (LightningCLI), ``inspect``, ``eval``, ``export``."""
+"""``python -m rt_lightning fit|validate|test|predict --config …`` (LightningCLI), and the tools built on the same
+pieces: ``inspect`` (what is trained), ``eval`` (benchmarks), ``judge`` (LLM judges), ``export`` (adapter / merged
+model), ``export-alpaca-eval`` (AlpacaEval model_outputs.json)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,14 @@ def main(argv: list[str] | None = None) -> None:
         from rt_lightning.eval.runner import eval_main
 
         eval_main(argv[1:])
+    elif command == "judge":
+        from rt_lightning.eval.judges import judge_main
+
+        judge_main(argv[1:])
+    elif command == "export-alpaca-eval":
+        from rt_lightning.eval.exports import alpaca_eval_export_main
+
+        alpaca_eval_export_main(argv[1:])
     elif command == "export":
         from rt_lightning.model.export import export_main
 

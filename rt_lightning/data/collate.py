@@ -28,3 +28,32 @@ class PadCollator:
             labels[i, :n] = torch.as_tensor(e["labels"])
             attention_mask[i, :n] = 1
         return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+@dataclass
+class PackCollator:
+    """Padding-free batches: the micro-batch's examples are laid end to end in one row.
+
+    ``position_ids`` restart at 0 for each example and no ``attention_mask`` is passed, which is how transformers
+    recognises packed sequences and builds a block-diagonal causal mask (SDPA, eager, flex; varlen for flash
+    attention): no example attends to another, so the loss equals the padded batch's. Each example's first token
+    is never a target, so the prediction across a boundary is masked.
+    """
+
+    pad_token_id: int
+    pad_to_multiple_of: int = 8
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        input_ids, labels, positions = [], [], []
+        for e in examples:
+            n = len(e["input_ids"])
+            input_ids += list(e["input_ids"])
+            labels += [IGNORE_INDEX, *list(e["labels"])[1:]]
+            positions += range(n)
+        pad = -len(input_ids) % self.pad_to_multiple_of
+        # The tail padding restarts its positions too, so it forms its own (fully masked) sequence.
+        input_ids += [self.pad_token_id] * pad
+        labels += [IGNORE_INDEX] * pad
+        positions += range(pad)
+        return {"input_ids": torch.tensor([input_ids]), "labels": torch.tensor([labels]),
+                "position_ids": torch.tensor([positions])}

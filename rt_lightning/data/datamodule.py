@@ -23,7 +23,7 @@ from typing import Any, Iterator, Optional
 import lightning as L
 from torch.utils.data import DataLoader
 
-from rt_lightning.data.collate import PadCollator
+from rt_lightning.data.collate import PackCollator, PadCollator
 from rt_lightning.data.mixtures import EXPLANATORY_REFUSAL, mix_refusals, seeded_subset
 from rt_lightning.data.modes import Message, get_mode
 from rt_lightning.data.records import DataError, Record, fields, load_records
@@ -83,7 +83,10 @@ class SFTDataModule(L.LightningDataModule):
     on_bad_row: str = "error"
     """error: stop at a bad row naming file and row; skip: drop it and log the count."""
     batch_size: int = 8
-    """Micro-batch size per device."""
+    """Micro-batch size per device (examples per step, packed or not)."""
+    packing: bool = True
+    """Lay each micro-batch's examples end to end in one row, without padding and without cross-example attention
+    (exact: the model checks once that packed and separate sequences agree). False pads each example instead."""
     num_workers: int = 0
     """DataLoader worker processes."""
     cache_dir: Optional[str] = None
@@ -219,9 +222,10 @@ class SFTDataModule(L.LightningDataModule):
         if self.val:
             self.dataset("val")
 
-    def collator(self) -> PadCollator:
+    def collator(self) -> PadCollator | PackCollator:
         tok = self.hf_tokenizer
-        return PadCollator(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        return PackCollator(pad_id) if self.packing else PadCollator(pad_id)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.dataset("train"), batch_size=self.batch_size, shuffle=True,

@@ -31,6 +31,34 @@ def disable_cpu_inference_repacking(model: torch.nn.Module) -> int:
     return changed
 
 
+@torch.no_grad()
+def check_packing_is_exact(model) -> None:
+    """Raise unless two sequences packed in one row give the same hidden states as run separately.
+
+    Packing relies on the model building a block-diagonal mask from restarting ``position_ids``; a model whose
+    attention ignores that would silently let examples attend to each other.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(p.device for p in model.parameters())
+        vocab = model.get_input_embeddings().num_embeddings
+        generator = torch.Generator().manual_seed(0)
+        first, second = (torch.randint(3, vocab, (1, n), generator=generator).to(device) for n in (9, 6))
+        decoder = model.get_decoder()
+        apart = torch.cat([decoder(input_ids=x, use_cache=False).last_hidden_state for x in (first, second)], 1)
+        positions = torch.cat([torch.arange(9), torch.arange(6)])[None].to(device)
+        packed = decoder(input_ids=torch.cat([first, second], 1), position_ids=positions,
+                         use_cache=False).last_hidden_state
+        error = (packed.float() - apart.float()).abs().max() / apart.float().abs().max().clamp_min(1e-6)
+        if error > 0.02:
+            raise RuntimeError(f"{type(model).__name__} with attention {model.config._attn_implementation!r} does not "
+                               f"keep packed examples apart (relative error {error:.3f}); set data.init_args.packing "
+                               "false, or use attn_implementation sdpa/eager/flash_attention_2")
+    finally:
+        model.train(was_training)
+
+
 class ResponseTuningModule(L.LightningModule):
     def __init__(
         self,
@@ -69,6 +97,7 @@ class ResponseTuningModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.model = None
+        self._packing_checked = False
         self.val_loss = MeanMetric()
         # Checkpoints hold only the adapter, so loading them must not demand the frozen base weights.
         self.strict_loading = False
@@ -116,14 +145,21 @@ class ResponseTuningModule(L.LightningModule):
     # --- loss ---------------------------------------------------------------------------------------------------
     def loss(self, batch: dict) -> tuple[torch.Tensor, int]:
         base = self.base_model
-        hidden = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                    use_cache=False).last_hidden_state
+        if "position_ids" in batch:  # packed: no attention mask, positions restart per example
+            if not self._packing_checked:
+                check_packing_is_exact(base)
+                self._packing_checked = True
+            inputs = {"position_ids": batch["position_ids"]}
+        else:
+            inputs = {"attention_mask": batch["attention_mask"]}
+        # use_cache=False also matters for packing: transformers only detects packed sequences without a cache.
+        hidden = base.get_decoder()(input_ids=batch["input_ids"], use_cache=False, **inputs).last_hidden_state
         return masked_lm_loss(hidden, batch["labels"], base.get_output_embeddings(),
                               getattr(base.config, "final_logit_softcapping", None), self.hparams.loss_chunk_size)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, count = self.loss(batch)
-        self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch["input_ids"].shape[0])
         self.log("train_tokens", float(count), reduce_fx="sum", on_step=False, on_epoch=True)
         return loss
 

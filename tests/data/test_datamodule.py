@@ -69,7 +69,7 @@ def test_batches_pad_by_position_even_when_pad_is_eos(tokenizer, small_jsonl, tm
     tok = tokenizer.__class__(tokenizer_object=tokenizer.backend_tokenizer, bos_token="<s>", eos_token="</s>",
                               pad_token="</s>")  # pad == eos, the classic way to un-train EOS
     write_jsonl(small_jsonl, [{"instruction": "q", "output": "a" * (i + 1)} for i in range(4)])
-    dm = make(tok, train=str(small_jsonl), batch_size=4)
+    dm = make(tok, train=str(small_jsonl), batch_size=4, packing=False)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     lengths = batch["attention_mask"].sum(1)
@@ -96,3 +96,14 @@ def test_registered_mode_and_subclass_hooks(tokenizer, small_jsonl):
         assert rows[0]["trainable_text"] == "ANSWER 0: THE CAPITAL OF FRANCE IS PARIS.</s>\n"
     finally:
         MODES.pop("shout")
+
+
+def test_packed_batches_have_no_padding_and_restart_positions(tokenizer, small_jsonl):
+    dm = make(tokenizer, train=str(small_jsonl), batch_size=4)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == {"input_ids", "labels", "position_ids"} and batch["input_ids"].shape[0] == 1
+    starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist()
+    assert len(starts) in (4, 5)  # four examples, plus a tail pad sequence unless the length was a multiple of 8
+    assert all(batch["labels"][0, s] == IGNORE_INDEX for s in starts)
+    assert (batch["input_ids"][0] == tokenizer.pad_token_id).sum() < 8

@@ -12,7 +12,7 @@ def module(tiny_model_dir, **kwargs):
 
 
 def batch(tokenizer, small_jsonl):
-    dm = SFTDataModule(train=str(small_jsonl), val=None, batch_size=4)
+    dm = SFTDataModule(train=str(small_jsonl), val=None, batch_size=4, packing=False)
     dm.connect(tokenizer)
     dm.setup("fit")
     return next(iter(dm.train_dataloader()))
@@ -76,3 +76,42 @@ def test_adapter_only_checkpoint_roundtrip(tiny_model_dir, tmp_path):
     other = module(tiny_model_dir, lora_r=4, lora_target_modules=["q_proj"])
     with pytest.raises(RuntimeError, match="adapter does not match"):
         other.on_load_checkpoint(checkpoint)
+
+
+def test_packed_and_padded_batches_give_the_same_loss_and_gradients(tiny_model_dir, tokenizer, tmp_path):
+    from tests.conftest import write_jsonl
+
+    rows = [{"instruction": "q" * (i + 1), "response": "word " * (3 * i + 1)} for i in range(6)]
+    train = write_jsonl(tmp_path / "t.jsonl", rows)
+    m = module(tiny_model_dir, lora_dropout=0.0)
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.1)  # a non-trivial adapter, so its gradients are non-zero too
+    results = []
+    for packing in (False, True):
+        dm = SFTDataModule(train=str(train), val=None, batch_size=6, packing=packing, mode="it")
+        dm.connect(tokenizer)
+        dm.setup("fit")
+        batch = dm.collator()([dm.dataset("train")[i] for i in range(6)])
+        m.zero_grad()
+        loss, count = m.loss(batch)
+        loss.backward()
+        results.append((loss.detach(), count, {n: p.grad.clone() for n, p in m.named_parameters() if p.requires_grad}))
+    (padded, n1, g1), (packed, n2, g2) = results
+    assert n1 == n2
+    torch.testing.assert_close(packed, padded, rtol=1e-5, atol=1e-6)
+    for name in g1:
+        torch.testing.assert_close(g2[name], g1[name], rtol=1e-4, atol=1e-6)
+
+
+def test_packing_that_the_model_cannot_honour_is_refused(tiny_model_dir, monkeypatch):
+    import transformers.masking_utils as masking
+
+    from rt_lightning.model.module import check_packing_is_exact
+
+    m = module(tiny_model_dir)
+    check_packing_is_exact(m.base_model)
+    monkeypatch.setattr(masking, "find_packed_sequence_indices", lambda position_ids: None)
+    with pytest.raises(RuntimeError, match="does not keep packed examples apart"):
+        check_packing_is_exact(m.base_model)
