@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
 
         eval_main(argv[1:])
     elif command == "judge":
-        from rt_lightning.eval.judges import judge_main
+        from rt_lightning.eval.judge_cli import judge_main
 
         judge_main(argv[1:])
     elif command == "export-alpaca-eval":

@@ -1,0 +1,76 @@
+"""On-disk cache of judge replies: append-only JSONL, one flushed line per reply, keyed by a sha256 of everything
+that determines the reply (judge, model, messages, generation settings). Reruns then cost nothing, and a run killed
+mid-batch resumes from the last reply written. Only successful replies are stored, so failures are retried.
+
+The API key is never part of the key or of a line: it does not change the judgment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+__all__ = ["JudgeCache", "cache_key"]
+
+
+def cache_key(judge: str, model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> str:
+    blob = json.dumps({"judge": judge, "model": model, "messages": messages, "params": params},
+                      sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class JudgeCache:
+    FILE_NAME = "judge_cache.jsonl"
+
+    def __init__(self, cache_dir: str | Path):
+        self.path = Path(cache_dir) / self.FILE_NAME
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._replies: dict[str, str] = {}
+        self._lock = threading.Lock()
+        if self.path.exists():
+            self._recover()
+        self._fh = self.path.open("a", encoding="utf-8")
+
+    def _recover(self) -> None:
+        raw = self.path.read_bytes()
+        good_end = 0
+        for line in raw.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break  # torn by a kill mid-write; appending after it would corrupt the next entry too
+            try:
+                entry = json.loads(line)
+                self._replies[entry["key"]] = entry["reply"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                log.warning("%s: skipping an unreadable cache line", self.path)
+            good_end += len(line)
+        if good_end < len(raw):
+            log.warning("%s: dropping %d bytes of an interrupted last entry", self.path, len(raw) - good_end)
+            with self.path.open("r+b") as fh:
+                fh.truncate(good_end)
+
+    def __len__(self) -> int:
+        return len(self._replies)
+
+    def get(self, key: str) -> str | None:
+        return self._replies.get(key)
+
+    def put(self, key: str, reply: str, judge: str, model: str) -> None:
+        line = json.dumps({"key": key, "judge": judge, "model": model, "reply": reply}, ensure_ascii=False) + "\n"
+        with self._lock:  # replies arrive from worker threads; one whole line at a time
+            if key in self._replies:
+                return
+            self._fh.write(line)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._replies[key] = reply
+
+    def close(self) -> None:
+        with self._lock:
+            self._fh.close()
