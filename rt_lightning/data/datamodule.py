@@ -87,6 +87,8 @@ class SFTDataModule(L.LightningDataModule):
     packing: bool = True
     """Lay each micro-batch's examples end to end in one row, without padding and without cross-example attention
     (exact: the model checks once that packed and separate sequences agree). False pads each example instead."""
+    shuffle: bool = True
+    """Shuffle training examples each epoch (seeded by ``seed_everything``); false keeps file order."""
     num_workers: int = 0
     """DataLoader worker processes."""
     cache_dir: Optional[str] = None
@@ -228,7 +230,7 @@ class SFTDataModule(L.LightningDataModule):
         return PackCollator(pad_id) if self.packing else PadCollator(pad_id)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.dataset("train"), batch_size=self.batch_size, shuffle=True,
+        return DataLoader(self.dataset("train"), batch_size=self.batch_size, shuffle=self.shuffle,
                           collate_fn=self.collator(), num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
