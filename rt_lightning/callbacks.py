@@ -45,6 +45,12 @@ class GenerationValidation(L.Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         for name, limit in self.benchmarks.items():
             kind = BENCHMARKS[name].kind
+            local = self.paths.get(name) or (Path(self.data_root) / BENCHMARKS[name].local if self.data_root else None)
+            if local is not None and not Path(local).is_file():
+                # A local data folder without this set (e.g. a machine without the shared data): skip it, loudly,
+                # rather than fail the training run or reach for the hub.
+                log.warning("GenerationValidation: %s not found at %s; skipping that benchmark", name, local)
+                continue
             self._rows += [(name, kind, row) for row in load_benchmark(name, self.paths.get(name), self.data_root, limit)]
         datamodule = trainer.datamodule
         if self.heldout and getattr(datamodule, "val", None):
