@@ -61,8 +61,13 @@ def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
 
 @torch.inference_mode()
 def generate(model, tokenizer, prompts: Sequence[str], config: GenerationConfig = GenerationConfig(),
-             on_batch: Optional[Callable[[list[int], list[Generation]], None]] = None) -> list[Generation]:
-    """Generate for every prompt; ``on_batch(indices, generations)`` is called as each batch finishes."""
+             on_batch: Optional[Callable[[list[int], list[Generation]], None]] = None,
+             synced_gpus: bool = False) -> list[Generation]:
+    """Generate for every prompt; ``on_batch(indices, generations)`` is called as each batch finishes.
+
+    ``synced_gpus``: keep decoding until every rank is done (sharded models gather weights in each forward, so all
+    ranks must run the same number of forwards); callers must also give every rank the same number of prompts.
+    """
     was_training = model.training
     model.eval()
     device = next(p.device for p in model.parameters())
@@ -83,7 +88,7 @@ def generate(model, tokenizer, prompts: Sequence[str], config: GenerationConfig 
             if config.do_sample:
                 torch.manual_seed(config.seed + start)
             kwargs = dict(do_sample=config.do_sample, max_new_tokens=config.max_new_tokens, eos_token_id=eos_ids,
-                          pad_token_id=pad_id, use_cache=True)
+                          pad_token_id=pad_id, use_cache=True, synced_gpus=synced_gpus)
             if config.do_sample:
                 kwargs.update(temperature=config.temperature, top_p=config.top_p)
             else:  # explicit, so a model's generation_config (e.g. sampling defaults) cannot turn greedy off

@@ -24,6 +24,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from rt_lightning.data.collate import PackCollator, PadCollator
+from rt_lightning.data.sharding import EvenShardSampler, WithFiller
 from rt_lightning.data.mixtures import EXPLANATORY_REFUSAL, mix_refusals, seeded_subset
 from rt_lightning.data.modes import Message, get_mode
 from rt_lightning.data.records import DataError, Record, fields, load_records
@@ -229,15 +230,21 @@ class SFTDataModule(L.LightningDataModule):
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         return PackCollator(pad_id) if self.packing else PadCollator(pad_id)
 
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset, collate = self.dataset(split), self.collator()
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.world_size > 1:
+            sampler = EvenShardSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=shuffle, seed=self.seed)
+            return DataLoader(WithFiller(dataset, collate.pad_token_id), batch_size=self.batch_size, sampler=sampler,
+                              collate_fn=collate, num_workers=self.num_workers)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate,
+                          num_workers=self.num_workers)
+
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.dataset("train"), batch_size=self.batch_size, shuffle=self.shuffle,
-                          collate_fn=self.collator(), num_workers=self.num_workers)
+        return self._loader("train", self.shuffle)
 
     def val_dataloader(self) -> DataLoader:
-        if not self.val:
-            return []
-        return DataLoader(self.dataset("val"), batch_size=self.batch_size, shuffle=False,
-                          collate_fn=self.collator(), num_workers=self.num_workers)
+        return self._loader("val", False) if self.val else []
 
     # --- inspection ---------------------------------------------------------------------------------------------
     def inspect(self, split: str = "train", limit: Optional[int] = None) -> Iterator[dict]:

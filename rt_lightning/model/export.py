@@ -23,7 +23,9 @@ def load_module_from_checkpoint(ckpt_path: str, quantize: str | None = None):
     from rt_lightning.model.module import ResponseTuningModule
 
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    hparams = {**checkpoint["hyper_parameters"], "quantize": quantize}
+    # LightningCLI adds bookkeeping entries such as `_instantiator`; only constructor arguments are passed on.
+    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+    hparams["quantize"] = quantize
     module = ResponseTuningModule(**hparams)
     module.configure_model()
     module.on_load_checkpoint(checkpoint)

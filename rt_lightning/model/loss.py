@@ -22,10 +22,12 @@ def _chunk_loss(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tenso
 
 
 def masked_lm_loss(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Module, softcap: float | None = None,
-                   chunk_size: int = 1024) -> tuple[torch.Tensor, int]:
-    """Sum-then-mean cross-entropy over trained positions; returns (mean loss, number of trained tokens).
+                   chunk_size: int = 1024, reduction: str = "mean", allow_empty: bool = False) -> tuple[torch.Tensor, int]:
+    """Cross-entropy over trained positions; returns (mean or summed loss, number of trained tokens).
 
     ``hidden`` is the decoder output ``[batch, seq, dim]`` and ``labels`` the unshifted labels ``[batch, seq]``.
+    ``allow_empty`` accepts a batch with nothing to train (the filler a rank gets when the data does not divide
+    evenly across ranks) and returns a zero that still reaches every parameter, as distributed backward needs.
     """
     if getattr(lm_head, "bias", None) is not None:
         raise NotImplementedError("LM heads with a bias are not supported by the chunked loss")
@@ -34,10 +36,12 @@ def masked_lm_loss(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn
     selected, targets = hidden[:, :-1][mask], targets[mask]
     count = int(targets.numel())
     if count == 0:
+        if allow_empty:
+            return hidden.sum() * 0.0, 0
         raise ValueError("batch has no trainable tokens (every example should have been checked when tokenised)")
     total = hidden.new_zeros((), dtype=torch.float32)
     recompute = torch.is_grad_enabled() and selected.requires_grad
     for start in range(0, count, chunk_size):
         args = (selected[start:start + chunk_size], targets[start:start + chunk_size], lm_head.weight, softcap)
         total = total + (checkpoint(_chunk_loss, *args, use_reentrant=False) if recompute else _chunk_loss(*args))
-    return total / count, count
+    return (total if reduction == "sum" else total / count), count

@@ -11,6 +11,7 @@ from torchmetrics import MeanMetric
 
 from rt_lightning.model.loading import EMBEDDED_GEMMA, load_causal_lm
 from rt_lightning.model.loss import masked_lm_loss
+from rt_lightning.model.sharding import check_strategy, shard_fsdp2
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,10 @@ class ResponseTuningModule(L.LightningModule):
         lora = LoraConfig(r=hp.lora_r, lora_alpha=hp.lora_alpha, lora_dropout=hp.lora_dropout,
                           target_modules=hp.lora_target_modules, bias="none", task_type="CAUSAL_LM")
         self.model = get_peft_model(base, lora)
+        if self._trainer is not None:
+            check_strategy(self.trainer.strategy, hp.quantize)
+        if getattr(self, "device_mesh", None) is not None:  # ModelParallelStrategy (FSDP2)
+            shard_fsdp2(self.model, self.device_mesh)
         # from_pretrained returns eval mode, and Lightning keeps each submodule's mode: without this, dropout and
         # gradient checkpointing of the base would stay off during training.
         self.model.train(self.training)
@@ -143,7 +148,7 @@ class ResponseTuningModule(L.LightningModule):
         return self.model.get_base_model()
 
     # --- loss ---------------------------------------------------------------------------------------------------
-    def loss(self, batch: dict) -> tuple[torch.Tensor, int]:
+    def loss(self, batch: dict, reduction: str = "mean", allow_empty: bool = False) -> tuple[torch.Tensor, int]:
         base = self.base_model
         if "position_ids" in batch:  # packed: no attention mask, positions restart per example
             if not self._packing_checked:
@@ -155,16 +160,27 @@ class ResponseTuningModule(L.LightningModule):
         # use_cache=False also matters for packing: transformers only detects packed sequences without a cache.
         hidden = base.get_decoder()(input_ids=batch["input_ids"], use_cache=False, **inputs).last_hidden_state
         return masked_lm_loss(hidden, batch["labels"], base.get_output_embeddings(),
-                              getattr(base.config, "final_logit_softcapping", None), self.hparams.loss_chunk_size)
+                              getattr(base.config, "final_logit_softcapping", None), self.hparams.loss_chunk_size,
+                              reduction, allow_empty)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, count = self.loss(batch)
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch["input_ids"].shape[0])
-        self.log("train_tokens", float(count), reduce_fx="sum", on_step=False, on_epoch=True)
-        return loss
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world == 1:
+            loss, count = self.loss(batch)
+            self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=1)
+            self.log("train_tokens", float(count), reduce_fx="sum", on_step=False, on_epoch=True)
+            return loss
+        # Normalise by the trained tokens of *all* ranks: the averaged gradient then equals a single process's on
+        # the same global batch, however unevenly the tokens fall across ranks.
+        summed, count = self.loss(batch, reduction="sum", allow_empty=True)
+        total = self.trainer.strategy.reduce(torch.tensor(float(count), device=summed.device), reduce_op="sum")
+        global_mean = self.trainer.strategy.reduce(summed.detach(), reduce_op="sum") / total
+        self.log("train_loss", global_mean, prog_bar=True, on_step=True, on_epoch=True, batch_size=1)
+        self.log("train_tokens", total, reduce_fx="sum", on_step=False, on_epoch=True)
+        return summed * world / total
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss, count = self.loss(batch)
+        loss, count = self.loss(batch, allow_empty=True)
         # Token-weighted over the whole set (and all ranks), not a mean of per-batch means.
         self.val_loss.update(loss.detach(), weight=count)
         self.log("val_loss", self.val_loss, prog_bar=True, on_epoch=True, batch_size=batch["input_ids"].shape[0])
@@ -196,6 +212,8 @@ class ResponseTuningModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self.model is None:
             self.configure_model()
+        if "state_dict" not in checkpoint:  # FSDP2 (ModelParallelStrategy) has already loaded it into the shards
+            return
         saved, expected = set(checkpoint["state_dict"]), self.trainable_state_keys()
         if saved != expected:
             raise RuntimeError(f"checkpoint adapter does not match this model: {len(saved - expected)} unexpected and "
