@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from rt_lightning.eval.results import read_intact_jsonl
+
 log = logging.getLogger(__name__)
 
 __all__ = ["JudgeCache", "cache_key"]
@@ -39,21 +41,11 @@ class JudgeCache:
         self._fh = self.path.open("a", encoding="utf-8")
 
     def _recover(self) -> None:
-        raw = self.path.read_bytes()
-        good_end = 0
-        for line in raw.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # torn by a kill mid-write; appending after it would corrupt the next entry too
-            try:
-                entry = json.loads(line)
+        for entry in read_intact_jsonl(self.path):
+            if isinstance(entry, dict) and "key" in entry and "reply" in entry:
                 self._replies[entry["key"]] = entry["reply"]
-            except (json.JSONDecodeError, KeyError, TypeError):
+            else:
                 log.warning("%s: skipping an unreadable cache line", self.path)
-            good_end += len(line)
-        if good_end < len(raw):
-            log.warning("%s: dropping %d bytes of an interrupted last entry", self.path, len(raw) - good_end)
-            with self.path.open("r+b") as fh:
-                fh.truncate(good_end)
 
     def __len__(self) -> int:
         return len(self._replies)

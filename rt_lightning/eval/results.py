@@ -11,6 +11,26 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+def read_intact_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSONL file up to its first torn or unreadable line, which is cut off (with a warning) so that
+    appending afterwards starts on a clean line."""
+    raw = path.read_bytes()
+    rows, good_end = [], 0
+    for line in raw.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break  # torn write from a kill: everything up to here is intact
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+        good_end += len(line)
+    if good_end < len(raw):
+        log.warning("%s: dropping %d bytes of an interrupted last row", path, len(raw) - good_end)
+        with path.open("r+b") as fh:
+            fh.truncate(good_end)
+    return rows
+
+
 class ResultsFile:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -21,23 +41,10 @@ class ResultsFile:
         self._fh = self.path.open("a", encoding="utf-8")
 
     def _recover(self) -> None:
-        raw = self.path.read_bytes()
-        good_end = 0
-        for line in raw.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # torn write from a kill: everything up to here is intact
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                break
+        for row in read_intact_jsonl(self.path):
             if row["id"] in self.rows:
                 raise ValueError(f"{self.path}: duplicate id {row['id']!r}")
             self.rows[row["id"]] = row
-            good_end += len(line)
-        if good_end < len(raw):
-            log.warning("%s: dropping %d bytes of an interrupted last row", self.path, len(raw) - good_end)
-            with self.path.open("r+b") as fh:
-                fh.truncate(good_end)
 
     def __contains__(self, row_id: str) -> bool:
         return row_id in self.rows
