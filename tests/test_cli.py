@@ -73,13 +73,16 @@ def test_kill_mid_epoch_then_resume_with_ckpt_path_last(tiny_model_dir, tmp_path
     train = write_jsonl(tmp_path / "train.jsonl", rows)
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({
-        "trainer": {"max_epochs": 2, "enable_progress_bar": False, "default_root_dir": "run",
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "max_epochs": 2, "enable_progress_bar": False, "default_root_dir": "run",
                     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "run"}},
                     "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                                    "init_args": {"save_last": True, "every_n_train_steps": 2}},
                                   {"class_path": "tests.helpers.SleepEveryStep", "init_args": {"seconds": 0.3}}]},
-        "data": {"init_args": {"batch_size": 2, "val": None}}}))
-    args = [sys.executable, "-m", "rt_lightning", "fit", *tiny_args(tiny_model_dir, train, "--config", str(config))]
+        "model": {"model": tiny_model_dir, "quantize": None, "lora_r": 8},
+        "data": {"class_path": "rt_lightning.data.SFTDataModule",
+                 "init_args": {"train": str(train), "batch_size": 2, "val": None}}}))
+    args = [sys.executable, "-m", "rt_lightning", "fit", "--config", str(config)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
