@@ -102,6 +102,10 @@ def generate(model, tokenizer, prompts: Sequence[str], config: GenerationConfig 
                 tokens = new_tokens[row]
                 ended = next((k for k, t in enumerate(tokens) if t in eos_ids), None)
                 kept = tokens if ended is None else tokens[:ended]
+                if ended is None and pad_id not in eos_ids:
+                    # A row stopped by a stop string is filled with padding while the others go on: not its tokens.
+                    while kept and kept[-1] == pad_id:
+                        kept = kept[:-1]
                 text, stopped = _cut_at_stop(tokenizer.decode(kept, skip_special_tokens=True), config.stop_strings)
                 reason = "eos" if ended is not None else "stop" if stopped else "length"
                 results[i] = Generation(text, reason, len(kept), len(encoded[i]))
