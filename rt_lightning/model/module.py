@@ -75,7 +75,7 @@ class ResponseTuningModule(L.LightningModule):
         warmup_steps: int = 0,
         weight_decay: float = 0.0,
         optimizer: Literal["paged_adamw_32bit", "adamw"] = "paged_adamw_32bit",
-        loss_chunk_size: int = 1024,
+        loss_chunk_size: int = 256,
         attn_implementation: Optional[str] = None,
     ):
         """
