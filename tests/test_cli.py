@@ -24,7 +24,7 @@ def test_configs_exist():
     assert len(MODEL_CONFIGS) == 5 and len(OVERLAYS) >= 9
 
 
-@pytest.mark.parametrize("config", [c for c in CONFIGS if c.parent.name not in ("data", "modes")],
+@pytest.mark.parametrize("config", [c for c in CONFIGS if c.parent.name not in ("data", "modes", "strategies")],
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_full_config_parses(config):
     cli = RTLightningCLI(args=["--config", str(config), "--trainer.accelerator", "cpu"], run=False)
@@ -38,6 +38,16 @@ def test_every_overlay_composes_with_a_model_config(overlay):
     expected = yaml.safe_load(overlay.read_text())["data"]["init_args"]
     for key, value in expected.items():
         assert getattr(cli.datamodule, key) == value
+
+
+@pytest.mark.parametrize("overlay", sorted((ROOT / "configs" / "strategies").glob("*.yaml")), ids=lambda p: p.name)
+def test_strategy_overlays_parse(overlay, capsys):
+    # Parsed only: FSDP1 refuses to be instantiated without a GPU.
+    with pytest.raises(SystemExit):
+        RTLightningCLI(args=["fit", "--config", str(MODEL_CONFIGS[0]), "--config", str(overlay), "--print_config"])
+    strategy = yaml.safe_load(capsys.readouterr().out)["trainer"]["strategy"]
+    expected = yaml.safe_load(overlay.read_text())["trainer"]["strategy"]
+    assert strategy == expected if isinstance(expected, str) else strategy["class_path"] == expected["class_path"]
 
 
 def test_print_config(capsys):
