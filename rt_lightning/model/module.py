@@ -132,7 +132,7 @@ class ResponseTuningModule(L.LightningModule):
                           target_modules=hp.lora_target_modules, bias="none", task_type="CAUSAL_LM")
         self.model = get_peft_model(base, lora)
         if self._trainer is not None:
-            check_strategy(self.trainer.strategy, hp.quantize)
+            check_strategy(self.trainer.strategy)
         if getattr(self, "device_mesh", None) is not None:  # ModelParallelStrategy (FSDP2)
             shard_fsdp2(self.model, self.device_mesh)
         # from_pretrained returns eval mode, and Lightning keeps each submodule's mode: without this, dropout and

@@ -34,15 +34,14 @@ def shard_fsdp2(model, mesh) -> None:
     log.info("FSDP2: sharded %d decoder layers over %s", len(layers), mesh)
 
 
-def check_strategy(strategy, quantize: str | None) -> None:
-    """Refuse, at start-up, combinations known to fail or to train silently wrong."""
+def check_strategy(strategy) -> None:
+    """Refuse, at start-up, combinations known to fail or to train silently wrong.
+
+    QLoRA under FSDP2 is allowed because the 4-bit weights are stored in bf16 (``loading.quantization_config``);
+    with the default uint8 storage FSDP2 trains silently wrong (accelerate#3983). Verified against a single process
+    on CPU (tests/test_distributed.py), not yet on a GPU.
+    """
     name = type(strategy).__name__
-    if name == "ModelParallelStrategy" and quantize is not None:
-        # FSDP2 unsharding drops bitsandbytes' Params4bit metadata (axolotl#2992) and uint8 storage trains
-        # silently wrong (accelerate#3983); not verified to work here, so refused rather than risked.
-        raise NotImplementedError("QLoRA (quantize: nf4) under FSDP2 (ModelParallelStrategy) is not supported; "
-                                  "use strategy 'ddp', or 'fsdp' (FSDP1, GPU) with the bf16 quant storage we set, "
-                                  "or quantize: null for LoRA on a bf16 base under FSDP2")
     if name == "FSDPStrategy" and not strategy.kwargs.get("use_orig_params", False):
         raise ValueError("strategy 'fsdp' needs use_orig_params: true (frozen base and LoRA weights share units); "
                          "use configs/strategies/fsdp.yaml")
