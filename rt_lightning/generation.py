@@ -7,7 +7,6 @@ default. A row finishes on EOS, on a stop string, or at ``max_new_tokens``; the 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -123,12 +122,3 @@ def _eos_ids(model, tokenizer) -> list[int]:
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids = [tokenizer.eos_token_id, *ids]
     return ids
-
-
-def timed_generate(model, tokenizer, prompts, config: GenerationConfig = GenerationConfig()):
-    """``generate`` plus wall time and new-token throughput (for budgeting and benchmarks)."""
-    start = time.perf_counter()
-    generations = generate(model, tokenizer, prompts, config)
-    seconds = time.perf_counter() - start
-    new_tokens = sum(g.num_tokens for g in generations)
-    return generations, {"seconds": seconds, "new_tokens": new_tokens, "tokens_per_second": new_tokens / seconds}
