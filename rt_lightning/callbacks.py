@@ -70,13 +70,10 @@ class GenerationValidation(L.Callback):
         tokenizer, template = datamodule.hf_tokenizer, datamodule.build_template()
         shard = self._rows[trainer.global_rank::trainer.world_size]
         prompts = [template.prompt(r.instruction) for _, _, r in shard]
+        # Sharded weights are gathered in every forward, a collective: ranks decode in lockstep (a rank whose
+        # shard is done, or empty, runs dummy forwards until all are done).
         sharded = type(trainer.strategy).__name__ in ("ModelParallelStrategy", "FSDPStrategy")
-        if sharded:
-            # Sharded weights are gathered in every forward, a collective: all ranks must run the same number of
-            # batches and decoding steps. Even the shards out with repeats (discarded) and decode in lockstep.
-            prompts += prompts[:1] * (-(-len(self._rows) // trainer.world_size) - len(prompts))
-        generations = generate(pl_module.model, tokenizer, prompts, self.generation,
-                               synced_gpus=sharded)[: len(shard)] if prompts else []
+        generations = generate(pl_module.model, tokenizer, prompts, self.generation, synced_gpus=sharded)
         rows = [{"benchmark": name, "id": row.id, "subset": row.subset, "instruction": row.instruction,
                  "response": g.text, "finish_reason": g.finish_reason, "num_tokens": g.num_tokens,
                  **score_row(kind, row, g.text)} for (name, kind, row), g in zip(shard, generations)]

@@ -1,18 +1,26 @@
 """One batched generation engine for the validation callback, ``eval`` and ``predict``.
 
 Prompts are tokenised exactly as training data is (BOS rule of ``tokenize.py``), sorted by length so each batch
-pads little, left-padded (decoder-only models continue from the right edge), decoded with the KV cache, greedy by
+pads little, left-padded (decoder-only models continue from the right edge), and decoded with a KV cache, greedy by
 default. A row finishes on EOS, on a stop string, or at ``max_new_tokens``; the reason is reported per row.
+
+The decode loop is ours rather than HF ``generate`` so that finished rows leave the batch at once (their KV-cache
+rows are dropped): a batch costs what its live rows cost, not what its longest row costs. Attention runs through
+:mod:`rt_lightning.model.attention` (finite on left padding, where CUDA SDPA gives NaN), and non-finite logits stop
+generation with an error instead of becoming degenerate text.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
+from transformers import DynamicCache
+from transformers.generation.logits_process import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
 from rt_lightning.data.tokenize import tokenizer_adds_bos
+from rt_lightning.model.attention import padding_safe_attention
 
 
 @dataclass
@@ -64,56 +72,139 @@ def generate(model, tokenizer, prompts: Sequence[str], config: GenerationConfig 
              synced_gpus: bool = False) -> list[Generation]:
     """Generate for every prompt; ``on_batch(indices, generations)`` is called as each batch finishes.
 
-    ``synced_gpus``: keep decoding until every rank is done (sharded models gather weights in each forward, so all
-    ranks must run the same number of forwards); callers must also give every rank the same number of prompts.
+    ``synced_gpus``: sharded models (FSDP) gather weights in every forward, a collective, so every rank must run the
+    same number of forwards. A rank that is done keeps running one-token dummy forwards until all ranks are done;
+    ranks may hold different numbers of prompts.
     """
+    if config.max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {config.max_new_tokens}")
     was_training = model.training
     model.eval()
-    device = next(p.device for p in model.parameters())
     encoded = encode_prompts(tokenizer, prompts, config.max_prompt_tokens)
-    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # longest first: OOM shows up at once
-    eos_ids = _eos_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     results: list[Optional[Generation]] = [None] * len(prompts)
+    decoder = _Decoder(model, tokenizer, config)
     try:
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start:start + config.batch_size]
-            width = max(len(encoded[i]) for i in batch)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                input_ids[row, width - len(encoded[i]):] = torch.as_tensor(encoded[i])
-                attention[row, width - len(encoded[i]):] = 1
-            if config.do_sample:
-                torch.manual_seed(config.seed + start)
-            kwargs = dict(do_sample=config.do_sample, max_new_tokens=config.max_new_tokens, eos_token_id=eos_ids,
-                          pad_token_id=pad_id, use_cache=True, synced_gpus=synced_gpus)
-            if config.do_sample:
-                kwargs.update(temperature=config.temperature, top_p=config.top_p)
-            else:  # explicit, so a model's generation_config (e.g. sampling defaults) cannot turn greedy off
-                kwargs.update(temperature=None, top_p=None, top_k=None)
-            if config.stop_strings:
-                kwargs.update(stop_strings=config.stop_strings, tokenizer=tokenizer)
-            output = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
-            new_tokens = output[:, width:].tolist()
-            finished = []
-            for row, i in enumerate(batch):
-                tokens = new_tokens[row]
-                ended = next((k for k, t in enumerate(tokens) if t in eos_ids), None)
-                kept = tokens if ended is None else tokens[:ended]
-                if ended is None and pad_id not in eos_ids:
-                    # A row stopped by a stop string is filled with padding while the others go on: not its tokens.
-                    while kept and kept[-1] == pad_id:
-                        kept = kept[:-1]
-                text, stopped = _cut_at_stop(tokenizer.decode(kept, skip_special_tokens=True), config.stop_strings)
-                reason = "eos" if ended is not None else "stop" if stopped else "length"
-                results[i] = Generation(text, reason, len(kept), len(encoded[i]))
-                finished.append(results[i])
-            if on_batch is not None:
-                on_batch(batch, finished)
+        with padding_safe_attention(model):
+            steps = decoder.run(encoded, results, on_batch)
+            if not synced_gpus or not torch.distributed.is_initialized():
+                for _ in steps:
+                    pass
+            else:
+                _run_in_lockstep(steps, decoder.dummy_forward, decoder.device)
     finally:
         model.train(was_training)
     return results  # type: ignore[return-value]
+
+
+def _run_in_lockstep(steps: Iterator[None], dummy_forward: Callable[[], None], device: torch.device) -> None:
+    """Each round every rank runs exactly one forward (a real one, or a dummy once its prompts are done)."""
+    flag = torch.zeros(1, device=device)
+    while True:
+        busy = next(steps, StopIteration) is not StopIteration
+        if not busy:
+            dummy_forward()
+        flag.fill_(float(busy))
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if not flag.item():
+            return
+
+
+class _Decoder:
+    def __init__(self, model, tokenizer, config: GenerationConfig):
+        self.model, self.tokenizer, self.config = model, tokenizer, config
+        self.device = next(p.device for p in model.parameters())
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        # A stop string ends within the last few tokens; decoding only that tail keeps each check O(1).
+        self.stop_window = 4 * max(map(len, config.stop_strings), default=0) + 8
+        self.warpers = LogitsProcessorList(
+            ([TemperatureLogitsWarper(config.temperature)] if config.temperature != 1.0 else [])
+            + ([TopPLogitsWarper(config.top_p)] if config.top_p < 1.0 else []))
+
+    def run(self, encoded: list[list[int]], results: list, on_batch) -> Iterator[None]:
+        """Decode every batch; yields once after each model forward (so a caller can keep ranks in step)."""
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # longest first: OOM shows up at once
+        for start in range(0, len(order), self.config.batch_size):
+            batch = order[start:start + self.config.batch_size]
+            generator = torch.Generator(self.device).manual_seed(self.config.seed + start)
+            outputs: dict[int, Generation] = {}
+            yield from self._decode_batch([encoded[i] for i in batch], generator, outputs)
+            finished = [outputs[row] for row in range(len(batch))]
+            for i, generation in zip(batch, finished):
+                results[i] = generation
+            if on_batch is not None:
+                on_batch(batch, finished)
+
+    def _decode_batch(self, rows: list[list[int]], generator: torch.Generator,
+                      outputs: dict[int, Generation]) -> Iterator[None]:
+        width = max(map(len, rows))
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, ids in enumerate(rows):
+            input_ids[row, width - len(ids):] = torch.as_tensor(ids)
+            attention[row, width - len(ids):] = 1
+        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        live = list(range(len(rows)))  # batch row -> original row, for the rows still decoding
+        tokens: list[list[int]] = [[] for _ in rows]
+        while True:
+            logits = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                                past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :].float()
+            yield
+            next_ids = self._pick(logits, generator)
+            # One host transfer per step carries both the tokens and the finiteness check.
+            picked, finite = torch.stack([next_ids, torch.isfinite(logits).all(-1).long()]).tolist()
+            if not all(finite):
+                bad = [live[slot] for slot, ok in enumerate(finite) if not ok]
+                raise FloatingPointError(
+                    f"Non-finite logits while generating (rows {bad} of a length-sorted batch of {len(rows)}, after "
+                    f"{len(tokens[bad[0]])} new tokens); refusing to return degenerate text. Check the model's dtype "
+                    "(Gemma overflows in float16) and its attention kernel.")
+            keep = []
+            for slot, (row, token) in enumerate(zip(live, picked)):
+                reason = self._finish_reason(tokens[row], token)
+                if reason == "eos":
+                    outputs[row] = self._result(tokens[row], "eos", len(rows[row]))
+                    continue
+                tokens[row].append(token)
+                if reason is not None:
+                    outputs[row] = self._result(tokens[row], reason, len(rows[row]))
+                else:
+                    keep.append(slot)
+            if not keep:
+                return
+            if len(keep) < len(live):  # early exit: finished rows leave the batch and the cache
+                index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(index)
+                attention, positions, next_ids = attention[index], positions[index], next_ids[index]
+                live = [live[slot] for slot in keep]
+            input_ids = next_ids[:, None]
+            attention = torch.cat([attention, attention.new_ones(len(live), 1)], dim=1)
+            positions = positions[:, -1:] + 1
+
+    def _pick(self, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if not self.config.do_sample:
+            return logits.argmax(-1)
+        probs = torch.softmax(self.warpers(None, logits), dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+    def _finish_reason(self, tokens: list[int], token: int) -> Optional[str]:
+        """Why the row ends with ``token`` appended, or None if it goes on."""
+        if token in self.eos_ids:
+            return "eos"
+        if self.config.stop_strings:
+            tail = self.tokenizer.decode(tokens[-self.stop_window:] + [token], skip_special_tokens=True)
+            if any(s and s in tail for s in self.config.stop_strings):
+                return "stop"
+        return "length" if len(tokens) + 1 >= self.config.max_new_tokens else None
+
+    def _result(self, tokens: list[int], reason: str, prompt_tokens: int) -> Generation:
+        text, _ = _cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), self.config.stop_strings)
+        return Generation(text, reason, len(tokens), prompt_tokens)
+
+    def dummy_forward(self) -> None:
+        self.model(input_ids=torch.full((1, 1), self.pad_id, device=self.device), use_cache=False, logits_to_keep=1)
 
 
 def _eos_ids(model, tokenizer) -> list[int]:

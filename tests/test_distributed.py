@@ -42,9 +42,10 @@ def setup(tmp_path_factory, tiny_model_dir):
                     "callbacks": [
                         {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                          "init_args": {"save_last": True, "every_n_train_steps": 5, "save_top_k": -1}},
+                        # 5 + 6 = 11 prompts: the ranks hold 6 and 5, so sharded decoding must keep them in step.
                         {"class_path": "rt_lightning.callbacks.GenerationValidation",
                          "init_args": {"benchmarks": {"advbench": 5}, "paths": {"advbench": str(advbench)},
-                                       "heldout": 7, "generation": {"max_new_tokens": 6}}}]},
+                                       "heldout": 6, "generation": {"max_new_tokens": 6}}}]},
         "model": {"model": tiny_model_dir, "quantize": None, "lora_r": 8, "lora_dropout": 0.0, "dtype": "float32",
                   "gradient_checkpointing": False},
         "data": {"class_path": "rt_lightning.data.SFTDataModule",

@@ -51,6 +51,72 @@ def test_eos_and_stop_strings(model, tokenizer):
     assert g.finish_reason == "stop" and stop not in g.text and text.startswith(g.text)
 
 
+def test_finished_rows_leave_the_batch_and_change_nothing(model, tokenizer):
+    # Stop strings taken from different depths of each prompt's own text end rows at different steps.
+    free = generate(model, tokenizer, PROMPTS, GenerationConfig(max_new_tokens=16))
+    stops = [g.text[2 + 5 * k: 4 + 5 * k] for k, g in enumerate(free)]
+    config = GenerationConfig(max_new_tokens=16, batch_size=3, stop_strings=stops)
+    widths = []
+    handle = model.register_forward_pre_hook(lambda m, args, kwargs: widths.append(kwargs["input_ids"].shape[0]),
+                                             with_kwargs=True)
+    try:
+        batched = generate(model, tokenizer, PROMPTS, config)
+    finally:
+        handle.remove()
+    single = [generate(model, tokenizer, [p], config)[0] for p in PROMPTS]
+    assert batched == single
+    assert {g.finish_reason for g in batched} == {"stop"} and len({g.num_tokens for g in batched}) == 3
+    assert widths[0] == 3 and widths[-1] == 1 and widths == sorted(widths, reverse=True)
+    assert len(widths) == max(g.num_tokens for g in batched)  # no forward after the last row is done
+
+
+def _nan_on_blind_rows(module, query, key, value, attention_mask, **kwargs):
+    """What CUDA's memory-efficient SDPA kernel does: NaN for query rows that may attend to no key."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    output, weights = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    if attention_mask is not None:
+        blind = ~attention_mask.any(dim=-1)
+        output = output.masked_fill(blind.transpose(1, 2)[..., None], float("nan"))
+    return output, weights
+
+
+def test_left_padding_survives_an_sdpa_kernel_that_gives_nan_on_blind_rows(model, tokenizer, monkeypatch):
+    from transformers import AttentionInterface
+
+    import rt_lightning.model.attention as attention
+
+    config = GenerationConfig(max_new_tokens=8, batch_size=3)
+    clean = generate(model, tokenizer, PROMPTS, config)
+    monkeypatch.setitem(AttentionInterface._global_mapping, "sdpa", _nan_on_blind_rows)
+    monkeypatch.setattr(attention, "sdpa_attention_forward", _nan_on_blind_rows)
+    short, long = encode_prompts(tokenizer, PROMPTS[1:3])
+    pad = [tokenizer.pad_token_id] * (len(long) - len(short))
+    input_ids = torch.tensor([pad + short, long])
+    attention_mask = torch.tensor([[0] * len(pad) + [1] * len(short), [1] * len(long)])
+    with torch.no_grad():  # the simulated kernel does spoil a plain left-padded forward
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    assert not torch.isfinite(logits).all()
+    assert generate(model, tokenizer, PROMPTS, config) == clean
+
+
+def test_non_finite_logits_stop_generation_with_an_error(model, tokenizer):
+    handle = model.lm_head.register_forward_hook(lambda m, i, out: out * float("nan"))
+    try:
+        with pytest.raises(FloatingPointError, match="Non-finite logits"):
+            generate(model, tokenizer, PROMPTS, GenerationConfig(max_new_tokens=4))
+    finally:
+        handle.remove()
+
+
+def test_sampling_repeats_with_the_seed_and_differs_across_seeds(model, tokenizer):
+    def sample(seed):
+        config = GenerationConfig(max_new_tokens=12, do_sample=True, temperature=1.5, top_p=0.95, seed=seed)
+        return [g.text for g in generate(model, tokenizer, PROMPTS, config)]
+
+    assert sample(1) == sample(1) != sample(2)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("quantize", [None, "nf4"])
