@@ -1,18 +1,21 @@
 """``GenerationValidation``: at the end of validation, generate for a small prompt mix and log what the paper
 measures — refusal rate on harmful prompts, false refusals on safe ones, IFEval accuracy, stop rate, length — plus
-a table of sample generations. Every rank generates for its own shard and the rows are gathered, so ranks never
-wait on each other inside generation (no deadlock when shards differ in size)."""
+a table of sample generations. Every rank generates for its own shard and the rows are gathered. Under sharded
+strategies (FSDP1, FSDP2) the ranks decode in lockstep, since every forward gathers weights; shards may differ in
+size."""
 
 from __future__ import annotations
 
 import csv
 import logging
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 
 from rt_lightning.eval.benchmarks import BENCHMARKS, BenchmarkRow, load_benchmark
 from rt_lightning.eval.scorers import summarize
@@ -72,8 +75,9 @@ class GenerationValidation(L.Callback):
         prompts = [template.prompt(r.instruction) for _, _, r in shard]
         # Sharded weights are gathered in every forward, a collective: ranks decode in lockstep (a rank whose
         # shard is done, or empty, runs dummy forwards until all are done).
-        sharded = type(trainer.strategy).__name__ in ("ModelParallelStrategy", "FSDPStrategy")
-        generations = generate(pl_module.model, tokenizer, prompts, self.generation, synced_gpus=sharded)
+        sharded = isinstance(trainer.strategy, (ModelParallelStrategy, FSDPStrategy))
+        with _root_weights_gathered(trainer.strategy):
+            generations = generate(pl_module.model, tokenizer, prompts, self.generation, synced_gpus=sharded)
         rows = [{"benchmark": name, "id": row.id, "subset": row.subset, "instruction": row.instruction,
                  "response": g.text, "finish_reason": g.finish_reason, "num_tokens": g.num_tokens,
                  **score_row(kind, row, g.text)} for (name, kind, row), g in zip(shard, generations)]
@@ -121,3 +125,16 @@ class GenerationValidation(L.Callback):
                     writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
                     writer.writeheader()
                     writer.writerows(samples)
+
+
+@contextmanager
+def _root_weights_gathered(strategy):
+    """FSDP1 shards the root unit's own weights too (embeddings, final norm, LM head) and gathers them only inside
+    the root's forward. Generation runs outside it, so gather those here; the layer units gather themselves."""
+    if not isinstance(strategy, FSDPStrategy):
+        yield
+        return
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    with FullyShardedDataParallel.summon_full_params(strategy.model, recurse=False, writeback=False):
+        yield

@@ -1,4 +1,4 @@
-"""Two CPU processes (gloo): DDP and FSDP2 must train exactly like one process on the same global batch."""
+"""Two CPU processes (gloo): DDP, FSDP1 and FSDP2 must train exactly like one process on the same global batch."""
 
 import csv
 import json
@@ -20,7 +20,17 @@ STRATEGIES = {
     "ddp": ["--trainer.devices", "2", "--trainer.strategy", "ddp", "--data.init_args.batch_size", "2"],
     "fsdp2": ["--config", str(ROOT / "configs" / "strategies" / "fsdp2.yaml"), "--trainer.devices", "2",
               "--data.init_args.batch_size", "2"],
+    "fsdp1": ["--config", "{fsdp1_on_cpu}", "--trainer.devices", "2", "--data.init_args.batch_size", "2"],
 }
+
+
+def fsdp1_on_cpu(folder: Path) -> Path:
+    """configs/strategies/fsdp.yaml as shipped, but with the strategy class that Lightning lets run on CPUs."""
+    overlay = yaml.safe_load((ROOT / "configs" / "strategies" / "fsdp.yaml").read_text())
+    overlay["trainer"]["strategy"]["class_path"] = "tests.helpers.CPUFSDPStrategy"
+    path = folder / "fsdp1-cpu.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +66,7 @@ def setup(tmp_path_factory, tiny_model_dir):
 def fit(folder: Path, config: Path, name: str, *extra: str) -> list[dict]:
     workdir = folder / name
     workdir.mkdir(exist_ok=True)
+    extra = [arg.format(fsdp1_on_cpu=fsdp1_on_cpu(folder)) for arg in extra]
     args = [sys.executable, "-m", "rt_lightning", "fit", "--config", str(config), *extra]
     done = subprocess.run(args, cwd=workdir, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
                           text=True, timeout=600)
@@ -79,7 +90,7 @@ def runs(setup):
     return {name: fit(folder, config, name, *args) for name, args in STRATEGIES.items()}
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp1", "fsdp2"])
 def test_losses_match_a_single_process_step_by_step(runs, strategy):
     single, other = step_losses(runs["single"]), step_losses(runs[strategy])
     assert sorted(single) == sorted(other) == list(range(10))
@@ -87,7 +98,7 @@ def test_losses_match_a_single_process_step_by_step(runs, strategy):
         assert abs(single[step] - other[step]) < 1e-4, (step, single[step], other[step])
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp1", "fsdp2"])
 def test_validation_and_generation_metrics_match(runs, strategy):
     for prefix in ("val_loss", "gen/"):
         single, other = logged(runs["single"], prefix), logged(runs[strategy], prefix)
@@ -97,17 +108,19 @@ def test_validation_and_generation_metrics_match(runs, strategy):
                 assert abs(single[key] - other[key]) < 1e-4, (key, single[key], other[key])
 
 
-def test_fsdp2_checkpoint_resumes_the_curve_and_loads_in_one_process(setup, runs):
+@pytest.mark.parametrize("strategy", ["fsdp1", "fsdp2"])
+def test_sharded_checkpoint_resumes_the_curve_and_loads_in_one_process(setup, runs, strategy):
     folder, config = setup
-    fsdp2 = STRATEGIES["fsdp2"]
+    args = STRATEGIES[strategy]
     # Stop after the first epoch (5 steps), then resume: Lightning restarts a map-style epoch from its first
     # batch, so a curve continues exactly only from an epoch boundary (a mid-epoch resume replays that epoch).
-    fit(folder, config, "fsdp2-part", *fsdp2, "--trainer.max_epochs", "1")
-    (last,) = list((folder / "fsdp2-part").rglob("last.ckpt"))
+    fit(folder, config, f"{strategy}-part", *args, "--trainer.max_epochs", "1")
+    (last,) = list((folder / f"{strategy}-part").rglob("last.ckpt"))
     state = torch.load(last, weights_only=False)
-    assert state["global_step"] == 5 and all("lora_" in k for k in state["state_dict"])
-    resumed = step_losses(fit(folder, config, "fsdp2-part", *fsdp2, "--ckpt_path", "last"))
-    full = step_losses(runs["fsdp2"])
+    assert state["global_step"] == 5 and len(state["state_dict"]) == 28  # 2 layers x 7 projections x (A, B)
+    assert all("lora_" in k for k in state["state_dict"])
+    resumed = step_losses(fit(folder, config, f"{strategy}-part", *args, "--ckpt_path", "last"))
+    full = step_losses(runs[strategy])
     assert set(range(5, 10)) <= set(resumed)
     for step in range(5, 10):
         assert abs(resumed[step] - full[step]) < 1e-4, (step, resumed[step], full[step])
@@ -120,14 +133,27 @@ def test_fsdp2_checkpoint_resumes_the_curve_and_loads_in_one_process(setup, runs
         torch.testing.assert_close(loaded[key], value)
 
 
-def test_qlora_under_fsdp2_matches_a_single_process(setup):
-    """4-bit base (bf16 quant storage) + LoRA under FSDP2 follows one process: no silent zero loss or NaN."""
+@pytest.mark.parametrize("strategy", ["fsdp1", "fsdp2"])
+def test_qlora_under_sharding_matches_a_single_process(setup, strategy):
+    """4-bit base (bf16 quant storage) + LoRA, sharded, follows one process: no silent zero loss or NaN."""
     folder, config = setup
-    qlora = ["--model.quantize", "nf4", "--model.dtype", "bfloat16", "--trainer.max_epochs", "1"]
+    qlora = ["--model.quantize", "nf4", "--model.dtype", "bfloat16", "--trainer.max_epochs", "1",
+             "--trainer.precision", "bf16-true"]  # FSDP1 computes in its param_dtype: bf16, the 4-bit storage dtype
     single = step_losses(fit(folder, config, "qlora-single", *STRATEGIES["single"], *qlora))
-    fsdp2 = step_losses(fit(folder, config, "qlora-fsdp2", *STRATEGIES["fsdp2"], *qlora))
-    assert sorted(single) == sorted(fsdp2) == list(range(5))
+    sharded = step_losses(fit(folder, config, f"qlora-{strategy}", *STRATEGIES[strategy], *qlora))
+    assert sorted(single) == sorted(sharded) == list(range(5))
     for step in single:  # bf16 compute: agreement to bf16 noise, far below the loss's step-to-step change
-        assert abs(single[step] - fsdp2[step]) < 2e-3, (step, single[step], fsdp2[step])
-    (last,) = list((folder / "qlora-fsdp2").rglob("last.ckpt"))
-    assert all("lora_" in key for key in torch.load(last, weights_only=False)["state_dict"])
+        assert abs(single[step] - sharded[step]) < 2e-3, (step, single[step], sharded[step])
+    (last,) = list((folder / f"qlora-{strategy}").rglob("last.ckpt"))
+    adapter = torch.load(last, weights_only=False)["state_dict"]
+    assert len(adapter) == 28 and all("lora_" in key for key in adapter)
+
+
+def test_qlora_under_fsdp1_in_fp32_is_refused_at_start_up(setup):
+    folder, config = setup
+    args = [sys.executable, "-m", "rt_lightning", "fit", "--config", str(config),
+            *[a.format(fsdp1_on_cpu=fsdp1_on_cpu(folder)) for a in STRATEGIES["fsdp1"]],
+            "--model.quantize", "nf4", "--model.dtype", "bfloat16", "--trainer.precision", "32-true"]
+    done = subprocess.run(args, cwd=folder, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode != 0 and "needs trainer.precision bf16-true" in done.stderr

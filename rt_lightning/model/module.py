@@ -11,7 +11,7 @@ from torchmetrics import MeanMetric
 
 from rt_lightning.model.loading import EMBEDDED_GEMMA, load_causal_lm
 from rt_lightning.model.loss import masked_lm_loss
-from rt_lightning.model.sharding import check_strategy, shard_fsdp2
+from rt_lightning.model.sharding import prepare_strategy, shard_fsdp2
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class ResponseTuningModule(L.LightningModule):
                           target_modules=hp.lora_target_modules, bias="none", task_type="CAUSAL_LM")
         self.model = get_peft_model(base, lora)
         if self._trainer is not None:
-            check_strategy(self.trainer.strategy)
+            prepare_strategy(self.trainer.strategy, self.model, hp.gradient_checkpointing)
         if getattr(self, "device_mesh", None) is not None:  # ModelParallelStrategy (FSDP2)
             shard_fsdp2(self.model, self.device_mesh)
         # from_pretrained returns eval mode, and Lightning keeps each submodule's mode: without this, dropout and
@@ -203,11 +203,18 @@ class ResponseTuningModule(L.LightningModule):
 
     # --- adapter-only checkpoints -------------------------------------------------------------------------------
     def trainable_state_keys(self) -> set[str]:
-        return {name for name, p in self.named_parameters() if p.requires_grad}
+        # FSDP1 inserts wrapper names into parameter names; its state dicts use the clean names.
+        return {name.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", "")
+                for name, p in self.named_parameters() if p.requires_grad}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         keep = self.trainable_state_keys()
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        full = checkpoint["state_dict"]  # gathered (rank-0-only) state dicts leave other ranks' copies partial
+        checkpoint["state_dict"] = {k: v for k, v in full.items() if k in keep}
+        on_rank_zero = self._trainer is None or self.trainer.is_global_zero
+        if on_rank_zero and full and set(checkpoint["state_dict"]) != keep:
+            raise RuntimeError(f"adapter checkpoint would miss {len(keep - set(checkpoint['state_dict']))} of "
+                               f"{len(keep)} trainable tensors (e.g. {sorted(keep - set(full))[:2]}); not saving it")
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self.model is None:

@@ -34,14 +34,38 @@ def shard_fsdp2(model, mesh) -> None:
     log.info("FSDP2: sharded %d decoder layers over %s", len(layers), mesh)
 
 
-def check_strategy(strategy) -> None:
-    """Refuse, at start-up, combinations known to fail or to train silently wrong.
+def prepare_strategy(strategy, model, gradient_checkpointing: bool) -> None:
+    """Before Lightning wraps the model: refuse combinations known to fail or to train silently wrong, and complete
+    an FSDP1 strategy (``fsdp``) for this PEFT model.
 
-    QLoRA under FSDP2 is allowed because the 4-bit weights are stored in bf16 (``loading.quantization_config``);
-    with the default uint8 storage FSDP2 trains silently wrong (accelerate#3983). Verified against a single process
-    on CPU (tests/test_distributed.py), not yet on a GPU.
+    With no ``auto_wrap_policy`` given, FSDP1 gets PEFT's policy: one unit per decoder layer (the model's
+    ``_no_split_modules``) plus one per trainable LoRA leaf. FSDP1 flattens each unit into one tensor of one dtype, so
+    separate LoRA units let an fp32 adapter sit beside a bf16 or 4-bit base and keep frozen and trainable weights
+    apart; ``--trainer.strategy fsdp`` then works for any model without naming its classes.
+
+    QLoRA under FSDP1 and FSDP2 is allowed because the 4-bit weights are stored in bf16
+    (``loading.quantization_config``); with the default uint8 storage FSDP2 trains silently wrong (accelerate#3983).
+    Both are checked against a single process on CPU (tests/test_distributed.py), not yet on a GPU.
     """
-    name = type(strategy).__name__
-    if name == "FSDPStrategy" and not strategy.kwargs.get("use_orig_params", False):
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    if not isinstance(strategy, FSDPStrategy):
+        return
+    if not strategy.kwargs.get("use_orig_params", False):
         raise ValueError("strategy 'fsdp' needs use_orig_params: true (frozen base and LoRA weights share units); "
                          "use configs/strategies/fsdp.yaml")
+    storage = next((p.dtype for p in model.parameters() if hasattr(p, "quant_state")), None)
+    compute = getattr(strategy.mixed_precision_config, "param_dtype", None)
+    if storage is not None and compute not in (None, storage):
+        # FSDP1 casts every parameter to param_dtype for compute: that would reinterpret the packed 4-bit bytes.
+        raise ValueError(f"QLoRA under strategy 'fsdp' needs trainer.precision bf16-true or bf16-mixed (FSDP1 would "
+                         f"cast the 4-bit weights, stored as {storage}, to {compute}); or use the FSDP2 overlay")
+    if gradient_checkpointing and strategy._activation_checkpointing_kwargs:
+        raise ValueError("activation checkpointing is on twice: the strategy's activation_checkpointing_policy and "
+                         "model.gradient_checkpointing would recompute each layer twice; drop one of them")
+    if "auto_wrap_policy" not in strategy.kwargs:
+        from peft.utils.other import fsdp_auto_wrap_policy
+
+        strategy.kwargs["auto_wrap_policy"] = fsdp_auto_wrap_policy(model)
+        log.info("FSDP1: units are the decoder layers (%s) and each LoRA leaf",
+                 ", ".join(model.get_base_model()._no_split_modules or []))
