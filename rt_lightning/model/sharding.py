@@ -1,5 +1,5 @@
-"""Multi-device set-ups that need the model's structure: FSDP2 (``fully_shard``) per decoder layer, and the
-combinations rt_lightning refuses at start-up with a pointer to what works."""
+"""Multi-device set-ups that need the model's structure: FSDP2 (``fully_shard``) per decoder layer, FSDP1's wrap
+policy, and the combinations rt_lightning refuses at start-up with a pointer to what works."""
 
 from __future__ import annotations
 
