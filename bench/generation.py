@@ -19,7 +19,7 @@ import torch
 from rt_lightning.data.datamodule import QUICKSTART_DIR
 from rt_lightning.data.records import load_records
 from rt_lightning.data.templates import tulu
-from rt_lightning.generation import GenerationConfig, _cut_at_stop, encode_prompts, generate
+from rt_lightning.generation import GenerationConfig, cut_at_stop, encode_prompts, generate
 from rt_lightning.model.loading import EMBEDDED_GEMMA, load_causal_lm, load_tokenizer
 
 
@@ -42,7 +42,7 @@ def hf_generate(model, tokenizer, prompts, args, sort: bool, batch_size: int) ->
         for i, row in zip(chunk, out[:, width:].tolist()):
             end = next((k for k, t in enumerate(row) if t in (tokenizer.eos_token_id, tokenizer.pad_token_id)), len(row))
             new_tokens += end
-            texts[i] = _cut_at_stop(tokenizer.decode(row[:end], skip_special_tokens=True), args.stop)[0]
+            texts[i] = cut_at_stop(tokenizer.decode(row[:end], skip_special_tokens=True), args.stop)
     return new_tokens, texts
 
 

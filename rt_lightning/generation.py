@@ -61,9 +61,10 @@ def encode_prompts(tokenizer, prompts: Sequence[str], max_prompt_tokens: Optiona
     return out
 
 
-def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+def cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    """``text`` up to the first of ``stops`` it contains."""
     positions = [text.find(s) for s in stops if s and s in text]
-    return (text[: min(positions)], True) if positions else (text, False)
+    return text[: min(positions)] if positions else text
 
 
 @torch.inference_mode()
@@ -200,7 +201,7 @@ class _Decoder:
         return "length" if len(tokens) + 1 >= self.config.max_new_tokens else None
 
     def _result(self, tokens: list[int], reason: str, prompt_tokens: int) -> Generation:
-        text, _ = _cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), self.config.stop_strings)
+        text = cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), self.config.stop_strings)
         return Generation(text, reason, len(tokens), prompt_tokens)
 
     def dummy_forward(self) -> None:
