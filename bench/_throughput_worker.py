@@ -20,7 +20,7 @@ import time
 import torch
 
 from rt_lightning.data.datamodule import SFTDataModule
-from rt_lightning.data.tokenize import IGNORE_INDEX
+from rt_lightning.constants import IGNORE_INDEX
 
 
 def rss_mb() -> float:
@@ -105,7 +105,7 @@ def run_trl(s: dict, shipped: bool) -> Recorder:
     from transformers import TrainerCallback, set_seed
     from trl import SFTConfig, SFTTrainer
 
-    from rt_lightning.model.loading import load_causal_lm, load_tokenizer
+    from rt_lightning.hub import load_causal_lm, load_tokenizer
     from rt_lightning.model.module import disable_cpu_inference_repacking
 
     rec = Recorder(s["device"])

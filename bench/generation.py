@@ -20,7 +20,7 @@ from rt_lightning.data.datamodule import QUICKSTART_DIR
 from rt_lightning.data.records import load_records
 from rt_lightning.data.templates import tulu
 from rt_lightning.generation import GenerationConfig, cut_at_stop, encode_prompts, generate
-from rt_lightning.model.loading import EMBEDDED_GEMMA, load_causal_lm, load_tokenizer
+from rt_lightning.hub import EMBEDDED_GEMMA, load_causal_lm, load_tokenizer
 
 
 def hf_generate(model, tokenizer, prompts, args, sort: bool, batch_size: int) -> tuple[int, list[str]]:

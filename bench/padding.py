@@ -14,7 +14,7 @@ import torch
 
 from rt_lightning.data.collate import PackCollator, PadCollator
 from rt_lightning.data.datamodule import SFTDataModule
-from rt_lightning.model.loading import EMBEDDED_GEMMA
+from rt_lightning.hub import EMBEDDED_GEMMA
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -1,4 +1,4 @@
-"""Measure ``rt_lightning.eval.refusal`` against XSTest's human refusal labels.
+"""Measure ``rt_lightning.eval.scoring.refusal`` against XSTest's human refusal labels.
 
     python bench/refusal_classifier.py [--errors N]
 
@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rt_lightning.eval.refusal import is_refusal, refusal_verdict  # noqa: E402
+from rt_lightning.eval.scoring.refusal import is_refusal, refusal_verdict  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 XSTEST = DATA / "xstest" / "model_completions"

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from rt_lightning.model.loading import EMBEDDED_GEMMA
+from rt_lightning.hub import EMBEDDED_GEMMA
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 WORKER = Path(__file__).resolve().parent / "_throughput_worker.py"
@@ -51,7 +51,7 @@ def save_random_model(name: str, folder: str) -> str:
     """A model of a real architecture's shape with random bf16 weights, plus a tokenizer whose ids fit its vocab."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from rt_lightning.tiny import save_tiny_model, tiny_tokenizer
+    from rt_lightning.testing import save_tiny_model, tiny_tokenizer
 
     if name == "tiny":
         return save_tiny_model(folder)

@@ -1,46 +1,54 @@
-"""``python -m rt_lightning fit|validate|test|predict --config …`` (LightningCLI), and the tools built on the same
-pieces: ``inspect`` (what is trained), ``eval`` (benchmarks), ``judge`` (LLM judges), ``export`` (adapter / merged
-model), ``export-alpaca-eval`` (AlpacaEval model_outputs.json)."""
+"""``python -m rt_lightning CMD ...``: one dispatcher for every command; ``--help`` lists them, ``CMD --help``
+documents each option. Every command parses with jsonargparse (``fit`` and ``validate`` through LightningCLI)."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
+COMMANDS: dict[str, tuple[str, str]] = {
+    "fit": ("fit", "Train: QLoRA/LoRA fine-tuning on IT, RT or refusal-augmented data (LightningCLI)."),
+    "validate": ("fit", "Validation loss (and the generation callback's metrics) of a config or checkpoint."),
+    "inspect": ("inspect", "Write what is trained, per example: the rendered text and the tokens that carry loss."),
+    "eval": ("eval", "Generate for benchmarks (or score a file of responses) and score them, resumably."),
+    "judge": ("judge", "LLM-judge eval outputs: refusal, pairwise (RT vs IT) or JustEval aspects, resumably."),
+    "export": ("export", "Turn an adapter-only checkpoint into a PEFT adapter folder and/or a merged HF model."),
+    "export-alpaca-eval": ("export_alpaca_eval", "Write AlpacaEval's model_outputs.json from an eval results file."),
+}
+"""Command name → (module under ``rt_lightning.commands``, one-line summary)."""
 
-def main(argv: list[str] | None = None) -> None:
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: python -m rt_lightning COMMAND [options]   (python -m rt_lightning COMMAND --help)", "",
+             "Response Tuning vs instruction tuning of pre-trained LLMs (Lightning + QLoRA).", "", "commands:"]
+    lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def _configure_logging() -> None:
     from rich.logging import RichHandler
 
-    # Our own logger only: Lightning already prints its messages through its own handler.
+    # Our own logger only (Lightning prints through its own handler), and once, however often main() is called.
     package_log = logging.getLogger("rt_lightning")
     package_log.setLevel(logging.INFO)
-    package_log.addHandler(RichHandler(show_path=False))
-    argv = sys.argv[1:] if argv is None else argv
-    command = argv[0] if argv else ""
-    if command == "inspect":
-        from rt_lightning.cli import inspect_main
+    if not any(isinstance(h, RichHandler) for h in package_log.handlers):
+        package_log.addHandler(RichHandler(show_path=False))
 
-        inspect_main(argv[1:])
-    elif command == "eval":
-        from rt_lightning.eval.runner import eval_main
 
-        eval_main(argv[1:])
-    elif command == "judge":
-        from rt_lightning.eval.judge_cli import judge_main
-
-        judge_main(argv[1:])
-    elif command == "export-alpaca-eval":
-        from rt_lightning.eval.exports import alpaca_eval_export_main
-
-        alpaca_eval_export_main(argv[1:])
-    elif command == "export":
-        from rt_lightning.model.export import export_main
-
-        export_main(argv[1:])
-    else:
-        from rt_lightning.cli import RTLightningCLI
-
-        RTLightningCLI(args=argv)
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        raise SystemExit(f"rt_lightning: unknown command {command!r}\n\n{usage()}")
+    _configure_logging()
+    # Only the chosen command is imported: `--help` stays instant, and `judge` never loads torch models.
+    module = importlib.import_module(f"rt_lightning.commands.{COMMANDS[command][0]}")
+    module.main([command, *rest] if module.__name__.endswith(".fit") else rest)
 
 
 if __name__ == "__main__":

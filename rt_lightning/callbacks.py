@@ -18,7 +18,8 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 
 from rt_lightning.eval.benchmarks import BENCHMARKS, BenchmarkRow, load_benchmark
-from rt_lightning.eval.scorers import summarize
+from rt_lightning.eval.runner import score_row
+from rt_lightning.eval.scoring.metrics import summarize
 from rt_lightning.generation import GenerationConfig, generate
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,6 @@ class GenerationValidation(L.Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or not self._rows or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        from rt_lightning.eval.runner import score_row
-
         start = time.perf_counter()
         datamodule = trainer.datamodule
         tokenizer, template = datamodule.hf_tokenizer, datamodule.build_template()

@@ -1,16 +1,14 @@
-"""Offline fixtures: the tiny in-memory tokenizer and random 2-layer Llama of ``rt_lightning.tiny``."""
+"""Offline fixtures: the tiny in-memory tokenizer and random 2-layer Llama of ``rt_lightning.testing``."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import pytest
 
-from rt_lightning.tiny import save_tiny_model, tiny_tokenizer
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from rt_lightning.testing import save_tiny_model, tiny_tokenizer
+from tests.support.files import write_jsonl
 
 
 @pytest.fixture(scope="session")
@@ -22,11 +20,6 @@ def tokenizer():
 def tiny_model_dir(tmp_path_factory, tokenizer) -> str:
     """A random 2-layer Llama saved with the tokenizer: loads like any HF folder, no download."""
     return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"), tokenizer)
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 @pytest.fixture
@@ -41,10 +34,3 @@ def _isolated_cache(tmp_path, monkeypatch):
     """Keep dataset caches per test; the converted Gemma model stays in the shared user cache."""
     monkeypatch.setenv("RT_LIGHTNING_DATASET_CACHE", str(tmp_path / "dataset-cache"))
     logging.getLogger("rt_lightning").setLevel(logging.INFO)
-
-
-def requires_shared(*parts: str) -> Path:
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} not available (the shared data folder is optional)")
-    return path

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rt_lightning.data.tokenize import IGNORE_INDEX
+from rt_lightning.constants import IGNORE_INDEX
 
 
 @dataclass

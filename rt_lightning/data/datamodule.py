@@ -23,18 +23,20 @@ from typing import Any, Iterator, Optional
 import lightning as L
 from torch.utils.data import DataLoader
 
+from rt_lightning.constants import ASSETS_DIR, IGNORE_INDEX
 from rt_lightning.data.collate import PackCollator, PadCollator
-from rt_lightning.data.sharding import EvenShardSampler, WithFiller
+from rt_lightning.data.samplers import EvenShardSampler, WithFiller
 from rt_lightning.data.mixtures import EXPLANATORY_REFUSAL, mix_refusals, seeded_subset
 from rt_lightning.data.modes import Message, get_mode
 from rt_lightning.data.records import DataError, Record, fields, load_records
+from rt_lightning.hub import cache_root, load_tokenizer, pad_token_id
 from rt_lightning.data.templates import TULU_ASSISTANT, TULU_USER, Template, build_template
-from rt_lightning.data.tokenize import IGNORE_INDEX, tokenize_batch, tokenizer_adds_bos, truncate_and_check
+from rt_lightning.data.tokenize import tokenize_batch, tokenizer_adds_bos, truncate_and_check
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 """Bump when tokenisation code changes meaning, so old caches are not reused."""
-QUICKSTART_DIR = Path(__file__).resolve().parent.parent / "assets" / "quickstart"
+QUICKSTART_DIR = ASSETS_DIR / "quickstart"
 
 
 @dataclass
@@ -135,8 +137,6 @@ class SFTDataModule(L.LightningDataModule):
             if self.tokenizer is None:
                 raise ValueError("SFTDataModule needs a tokenizer: set data.tokenizer (the CLI links model.model) "
                                  "or call connect(tokenizer)")
-            from rt_lightning.model.loading import load_tokenizer
-
             self._tokenizer = load_tokenizer(self.tokenizer)
         return self._tokenizer
 
@@ -197,7 +197,6 @@ class SFTDataModule(L.LightningDataModule):
         if split in self._datasets:
             return self._datasets[split]
         import datasets
-        from rt_lightning.model.loading import cache_root
 
         root = self.cache_dir or os.environ.get("RT_LIGHTNING_DATASET_CACHE") or cache_root() / "datasets"
         folder = Path(root) / f"{split}-{self._cache_key(split)}"
@@ -226,8 +225,7 @@ class SFTDataModule(L.LightningDataModule):
             self.dataset("val")
 
     def collator(self) -> PadCollator | PackCollator:
-        tok = self.hf_tokenizer
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        pad_id = pad_token_id(self.hf_tokenizer)
         return PackCollator(pad_id) if self.packing else PadCollator(pad_id)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

@@ -11,11 +11,11 @@ import logging
 from dataclasses import dataclass
 from typing import Sequence
 
+from rt_lightning.constants import IGNORE_INDEX
 from rt_lightning.data.records import DataError
 from rt_lightning.data.templates import Rendered
 
 log = logging.getLogger(__name__)
-IGNORE_INDEX = -100
 
 
 def tokenizer_adds_bos(tokenizer) -> bool:

@@ -1,4 +1,4 @@
-"""``python -m rt_lightning eval``: generate for benchmarks (or score existing responses), resumably.
+"""Generate for benchmarks (or score existing responses) and score them, resumably (``python -m rt_lightning eval``).
 
 Per benchmark it writes ``<output_dir>/<name>.jsonl`` (one scored row per prompt, flushed as written), then
 ``metrics.json`` and ``summary.md`` over everything done so far. Kill it and run it again: it continues.
@@ -13,13 +13,21 @@ import math
 from pathlib import Path
 from typing import Optional
 
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from rt_lightning.data.templates import build_template
 from rt_lightning.eval.benchmarks import BENCHMARKS, BenchmarkRow, load_benchmark
 from rt_lightning.eval.icl import STOP_STRINGS as ICL_STOPS
 from rt_lightning.eval.icl import IclPrompt
-from rt_lightning.eval.refusal import refusal_verdict
+from rt_lightning.eval.scoring.ifeval import score_ifeval
+from rt_lightning.eval.scoring.nll import reference_nll
+from rt_lightning.eval.scoring.refusal import refusal_verdict
 from rt_lightning.eval.results import ResultsFile
-from rt_lightning.eval.scorers import summarize
+from rt_lightning.eval.scoring.metrics import summarize
 from rt_lightning.generation import GenerationConfig, Generation, generate
+from rt_lightning.hub import load_causal_lm, load_tokenizer
+from rt_lightning.model.checkpoint import load_module_from_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +37,6 @@ def score_row(kind: str, row: BenchmarkRow, response: str) -> dict:
     verdict = refusal_verdict(response, row.instruction)
     scored = {"refused": verdict.refused, "refusal_reason": verdict.reason, "refusal_evidence": list(verdict.evidence)}
     if kind == "ifeval":
-        from rt_lightning.eval.ifeval import score_ifeval
-
         (result,), _ = score_ifeval([{"prompt": row.instruction, "response": response, **row.extra}])
         scored["ifeval"] = result
     return scored
@@ -39,13 +45,7 @@ def score_row(kind: str, row: BenchmarkRow, response: str) -> dict:
 def load_model(model: str, adapter: Optional[str], ckpt_path: Optional[str], quantize: Optional[str], dtype: str,
                device: str):
     """Base model (hub id / folder / embedded) plus an optional PEFT adapter folder or adapter-only checkpoint."""
-    import torch
-
-    from rt_lightning.model.loading import load_causal_lm, load_tokenizer
-
     if ckpt_path:
-        from rt_lightning.model.export import load_module_from_checkpoint
-
         module = load_module_from_checkpoint(ckpt_path, quantize=quantize)
         return module.model.to(device) if quantize is None else module.model, load_tokenizer(module.hparams.model)
     device_map = {"": device} if quantize else None
@@ -120,10 +120,6 @@ def evaluate(
         generation: Decoding settings.
         reference_nll: Also score reference answers' NLL where a benchmark has them (alpaca_eval, just_eval).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from rt_lightning.data.templates import build_template
-
     unknown = [b for b in benchmarks if b not in BENCHMARKS]
     if unknown:
         raise ValueError(f"Unknown benchmark(s) {unknown}; choose from {sorted(BENCHMARKS)}")
@@ -192,8 +188,6 @@ def evaluate(
 
 
 def _nll(net, tokenizer, template, pairs):
-    from rt_lightning.eval.nll import reference_nll
-
     return reference_nll(net, tokenizer, template, pairs)
 
 
@@ -206,9 +200,3 @@ def markdown_summary(metrics: dict) -> str:
             shown = f"{value:.4f}" if isinstance(value, float) else str(value)
             lines.append(f"| {name} | {values.get('n', '')} | {key} | {shown} |")
     return "\n".join(lines) + "\n"
-
-
-def eval_main(argv: list[str]) -> None:
-    from jsonargparse import auto_cli
-
-    auto_cli(evaluate, args=argv, as_positional=False)

@@ -18,6 +18,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from rt_lightning.hub import unwrap_peft
+
 PADDING_SAFE_SDPA = "sdpa_padding_safe"
 
 
@@ -38,7 +40,7 @@ AttentionMaskInterface.register(PADDING_SAFE_SDPA, sdpa_mask)
 @contextmanager
 def padding_safe_attention(model) -> Iterator[None]:
     """Within the block, a model that uses SDPA uses :func:`padding_safe_sdpa`; other kernels are left alone."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrap_peft(model)
     config = getattr(base, "config", None)
     if getattr(config, "_attn_implementation", None) != "sdpa" or not hasattr(base, "set_attn_implementation"):
         yield

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from rt_lightning.data.tokenize import IGNORE_INDEX
+from rt_lightning.constants import IGNORE_INDEX
 
 
 def _chunk_loss(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, softcap: float | None):

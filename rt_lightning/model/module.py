@@ -9,9 +9,10 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
-from rt_lightning.model.loading import EMBEDDED_GEMMA, load_causal_lm
+from rt_lightning.constants import EMBEDDED_GEMMA
+from rt_lightning.hub import load_causal_lm
 from rt_lightning.model.loss import masked_lm_loss
-from rt_lightning.model.sharding import prepare_strategy, shard_fsdp2
+from rt_lightning.model.fsdp import prepare_strategy, shard_fsdp2
 
 log = logging.getLogger(__name__)
 

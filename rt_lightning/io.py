@@ -1,0 +1,113 @@
+"""Files that survive kills: one JSONL reader with one torn-tail policy, an append-and-fsync writer, atomic writes.
+
+Every result file of rt_lightning (eval rows, judged rows, the judge's reply cache, metrics, reports) goes through
+this module, so they all behave alike when a run is killed mid-write:
+
+* ``read_jsonl``: a torn *last* line (no newline at the end, or not JSON) is what a kill leaves behind; it is
+  dropped with a warning (and, with ``repair=True``, cut off the file so appending starts on a clean line). A bad
+  line anywhere else is never silently dropped: it stops the read with the file and line named.
+* ``JsonlAppender``: one line per row, flushed and fsynced as it is written.
+* ``atomic_write_text`` / ``atomic_write_json``: written to a temporary file in the same folder, fsynced, then
+  renamed over the target, so a reader sees the old file or the new one, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+log = logging.getLogger(__name__)
+
+
+class CorruptLineError(ValueError):
+    """A JSONL line that is not a JSON object, somewhere other than at the (torn) end of the file."""
+
+
+def _parse(line: bytes) -> Any:
+    return json.loads(line.decode("utf-8"))
+
+
+def iter_jsonl(path: str | Path, repair: bool = False) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, value)`` for each non-blank line of ``path``.
+
+    Torn-tail policy: only the last line may be unreadable (a kill mid-write); it is skipped with a warning, and
+    with ``repair=True`` truncated away. An unreadable line before the last raises ``CorruptLineError`` naming
+    the file and line: deleting the rows after it would lose data, and guessing would hide a real problem.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    lines = raw.splitlines(keepends=True)
+    offset = 0
+    for number, line in enumerate(lines, start=1):
+        last = number == len(lines)
+        if line.strip():
+            try:
+                value = _parse(line)
+            except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                if not last:
+                    raise CorruptLineError(f"{path}, line {number}: not valid JSON ({err}); the rows after it are "
+                                           "intact, so fix or delete this line by hand") from None
+                log.warning("%s: skipping a torn last line (%d bytes), left by an interrupted write", path, len(line))
+                if repair:
+                    with path.open("r+b") as fh:
+                        fh.truncate(offset)
+                return
+            if last and repair and not line.endswith(b"\n"):
+                # A complete row without its newline: add it, so the next append starts on a line of its own.
+                with path.open("ab") as fh:
+                    fh.write(b"\n")
+            yield number, value
+        offset += len(line)
+
+
+def read_jsonl(path: str | Path, repair: bool = False) -> list[Any]:
+    """All values of ``path`` under the torn-tail policy of :func:`iter_jsonl`."""
+    return [value for _, value in iter_jsonl(path, repair)]
+
+
+class JsonlAppender:
+    """Append JSON rows to a file, each flushed and fsynced before ``write`` returns."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = self.path.open("a", encoding="utf-8")
+
+    def write(self, row: Any) -> None:
+        self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> "JsonlAppender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` so that a kill leaves either the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_json(path: str | Path, value: Any, indent: int | None = 2) -> Path:
+    return atomic_write_text(path, json.dumps(value, indent=indent, ensure_ascii=False) + "\n")

@@ -1,0 +1,43 @@
+import pytest
+import torch
+from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+from rt_lightning.model.fsdp import prepare_strategy
+
+
+@pytest.fixture
+def peft_model(tiny_model_dir):
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    return get_peft_model(base, LoraConfig(r=4, target_modules="all-linear"))
+
+
+def test_fsdp1_gets_a_wrap_policy_for_decoder_layers_and_lora_leaves(peft_model):
+    strategy = FSDPStrategy()
+    prepare_strategy(strategy, peft_model, gradient_checkpointing=True)
+    policy = strategy.kwargs["auto_wrap_policy"]
+    wrapped = {name for name, module in peft_model.named_modules()
+               if module is not peft_model and policy(module=module, recurse=False, nonwrapped_numel=0)}
+    layers = {name for name, m in peft_model.named_modules() if isinstance(m, LlamaDecoderLayer)}
+    lora = {name for name, m in peft_model.named_modules()
+            if not list(m.children()) and getattr(getattr(m, "weight", None), "requires_grad", False)}
+    assert len(layers) == 2 and len(lora) == 28 and wrapped == layers | lora
+
+
+def test_a_user_wrap_policy_is_kept_and_other_strategies_are_untouched(peft_model):
+    strategy = FSDPStrategy(auto_wrap_policy={LlamaDecoderLayer})
+    policy = strategy.kwargs["auto_wrap_policy"]
+    prepare_strategy(strategy, peft_model, gradient_checkpointing=True)
+    assert strategy.kwargs["auto_wrap_policy"] is policy
+    ddp = DDPStrategy()
+    prepare_strategy(ddp, peft_model, gradient_checkpointing=True)
+
+
+def test_checkpointing_twice_and_flat_params_are_refused(peft_model):
+    with pytest.raises(ValueError, match="activation checkpointing is on twice"):
+        prepare_strategy(FSDPStrategy(activation_checkpointing_policy={LlamaDecoderLayer}), peft_model, True)
+    prepare_strategy(FSDPStrategy(activation_checkpointing_policy={LlamaDecoderLayer}), peft_model, False)
+    with pytest.raises(ValueError, match="use_orig_params"):
+        prepare_strategy(FSDPStrategy(use_orig_params=False), peft_model, False)

@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from rt_lightning.constants import IGNORE_INDEX
+from rt_lightning.model.loss import masked_lm_loss
+
+
+@pytest.fixture
+def model(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+
+
+def batch(vocab):
+    torch.manual_seed(1)
+    ids = torch.randint(3, vocab, (3, 20))
+    labels = ids.clone()
+    labels[:, :7] = IGNORE_INDEX   # prompt
+    labels[1, 15:] = IGNORE_INDEX  # padding
+    attention = torch.ones_like(ids)
+    attention[1, 15:] = 0
+    return ids, labels, attention
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 1024])
+def test_matches_hf_loss_and_gradients(model, chunk_size):
+    ids, labels, attention = batch(model.config.vocab_size)
+    reference = model(input_ids=ids, attention_mask=attention, labels=labels).loss
+    reference.backward()
+    ref_grad = model.model.layers[0].mlp.up_proj.weight.grad.clone()
+    model.zero_grad()
+    hidden = model.model(input_ids=ids, attention_mask=attention).last_hidden_state
+    loss, count = masked_lm_loss(hidden, labels, model.lm_head, chunk_size=chunk_size)
+    loss.backward()
+    assert count == int((labels[:, 1:] != IGNORE_INDEX).sum())
+    torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.model.layers[0].mlp.up_proj.weight.grad, ref_grad, rtol=1e-4, atol=1e-7)
+
+
+def test_softcap_is_applied():
+    hidden = torch.randn(1, 4, 8)
+    head = torch.nn.Linear(8, 11, bias=False)
+    labels = torch.tensor([[IGNORE_INDEX, 3, 4, 5]])
+    capped, _ = masked_lm_loss(hidden * 100, labels, head, softcap=2.0)
+    logits = torch.tanh(head(hidden * 100)[0, :-1] / 2.0) * 2.0
+    torch.testing.assert_close(capped, torch.nn.functional.cross_entropy(logits, labels[0, 1:]))
+
+
+def test_all_masked_batch_is_an_error():
+    with pytest.raises(ValueError, match="no trainable tokens"):
+        masked_lm_loss(torch.randn(1, 3, 4), torch.full((1, 3), IGNORE_INDEX), torch.nn.Linear(4, 5, bias=False))
