@@ -24,6 +24,8 @@ demo: $(STAMP)
 	$(PY) -m rt_lightning fit --config configs/quickstart.yaml
 
 test: $(STAMP)
+	$(PY) -m ruff check rt_lightning tests bench
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 clean:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Optional
 
 from jsonargparse import set_docstring_parse_options
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.plugins.io import CheckpointIO
 
 from rt_lightning.data.datamodule import SFTDataModule
+from rt_lightning.model.checkpoint import AtomicCheckpointIO, find_resume_checkpoint
 from rt_lightning.model.module import ResponseTuningModule
 
 # Dataclass attribute docstrings become `--help` text (litgpt does the same).
@@ -35,20 +35,18 @@ class RTLightningCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand) if self.subcommand else None
         if config is not None and config.get("ckpt_path") == "last":
-            found = find_last_checkpoint(config.trainer.default_root_dir or ".")
+            found = find_resume_checkpoint(config.trainer.default_root_dir or ".")
             if found is not None:
                 log.info("--ckpt_path last → %s", found)
                 config.ckpt_path = str(found)
 
-
-def find_last_checkpoint(root: str) -> Optional[Path]:
-    """The newest ``last*.ckpt`` under ``root``.
-
-    Lightning looks for ``last`` only in the checkpoint folder of the *current* logger version, which is a new,
-    empty one when a killed run is restarted; searching the run's root finds the previous version's file.
-    """
-    candidates = [p for p in Path(root).rglob("last*.ckpt") if p.is_file()]
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+    def _instantiate_trainer(self, config: dict, callbacks: list):
+        # Checkpoints are written atomically inside their own folder unless the config brings its own CheckpointIO.
+        plugins = config.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            config = {**config, "plugins": [*plugins, AtomicCheckpointIO()]}
+        return super()._instantiate_trainer(config, callbacks)
 
 
 def main(argv: list[str]) -> None:

@@ -1,10 +1,99 @@
-"""Rebuild a ``ResponseTuningModule`` from an adapter-only checkpoint written by ``fit``."""
+"""Checkpoints: written atomically in their own folder, read without running code, found again on resume.
+
+* ``AtomicCheckpointIO`` writes each checkpoint to a temporary file *in the checkpoint folder*, fsyncs it and renames
+  it over the target. Lightning's own writer stages through fsspec's temp dir; when that lies on another filesystem
+  the final move is a copy, and a kill during it leaves a 0-byte or torn ``last.ckpt``.
+* ``read_checkpoint`` loads with ``weights_only=True`` (no pickled code runs) and turns every way a file can fail
+  to be a checkpoint (empty, text, JSONL, torn, a torch file without hyper-parameters) into one ``CheckpointError``
+  that names the file.
+* ``find_resume_checkpoint`` picks the newest *readable* checkpoint under a run folder (``last`` first), skipping a
+  damaged ``last.ckpt`` with a warning.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Optional
+
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from rt_lightning.model.module import ResponseTuningModule
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be used as an rt_lightning checkpoint; the message names it and says why."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``TorchCheckpointIO`` with an atomic write that never leaves the checkpoint's folder."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, staging = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(checkpoint, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(staging, target)
+        except BaseException:
+            Path(staging).unlink(missing_ok=True)
+            raise
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint at ``path``, loaded with ``weights_only=True``; ``CheckpointError`` if it is not one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (a checkpoint write was interrupted?)")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (a checkpoint is a zip archive written by `fit`)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"{path}: cannot be read safely as a checkpoint: it holds pickled objects other than "
+                              "weights and plain values, and loading them could run code (refused)") from err
+    except Exception as err:  # torch raises RuntimeError, EOFError ... depending on the damage
+        reason = str(err).splitlines()[0][:200]
+        raise CheckpointError(f"{path}: cannot be read safely as a checkpoint ({type(err).__name__}: {reason})") from err
+    if not isinstance(checkpoint, dict) or "hyper_parameters" not in checkpoint or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path}: a torch file, but not a checkpoint written by `rt_lightning fit` "
+                              "(no hyper_parameters/state_dict)")
+    return checkpoint
+
+
+def is_readable_checkpoint(path: Path) -> bool:
+    try:
+        read_checkpoint(path)
+    except CheckpointError as err:
+        log.warning("Skipping an unreadable checkpoint: %s", err)
+        return False
+    return True
+
+
+def find_resume_checkpoint(root: str | Path) -> Optional[Path]:
+    """The newest readable checkpoint under ``root`` (``last*.ckpt`` first among equally new ones); damaged files
+    are skipped with a warning, so a ``last.ckpt`` torn by a kill falls back to the epoch checkpoint beside it.
+
+    Lightning looks for ``last`` only in the checkpoint folder of the *current* logger version, which is a new,
+    empty one when a killed run is restarted; searching the run's root finds the previous version's files.
+    """
+    files = [p for p in Path(root).rglob("*.ckpt") if p.is_file()]
+    newest_first = sorted(files, key=lambda p: (p.stat().st_mtime, p.name.startswith("last")), reverse=True)
+    return next((p for p in newest_first if is_readable_checkpoint(p)), None)
 
 
 def load_module_from_checkpoint(ckpt_path: str, quantize: str | None = None) -> ResponseTuningModule:
@@ -13,7 +102,7 @@ def load_module_from_checkpoint(ckpt_path: str, quantize: str | None = None) -> 
     The base is loaded unquantised by default: the adapter was trained against the 4-bit base, but is merged into
     the bf16 one (the usual QLoRA practice, and the paper's).
     """
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(ckpt_path)
     # LightningCLI adds bookkeeping entries such as `_instantiator`; only constructor arguments are passed on.
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
     hparams["quantize"] = quantize
