@@ -1,4 +1,7 @@
-"""LLM judges of the paper's evaluations, on top of ``JudgeClient``:
+"""LLM judges of the paper's evaluations. Each is a class, chosen on the command line by its short ``name``
+(``--judge refusal``) or by class path (``--judge my.module.MyJudge --judge.template ...``), like litgpt's
+prompt styles. A judge holds only its prompts; the ``JudgeClient`` it asks is handed to it per call, so a judge can
+be built from a config file before any server is known.
 
 * ``RefusalJudge``: refusal / compliance / unclassified per response (the RR and FRR of §5.1), compared with the
   offline regex classifier where rows carry its ``refused`` flag.
@@ -17,17 +20,25 @@ import hashlib
 import json
 import math
 from collections import Counter
-from typing import Optional
+from typing import ClassVar, Literal, Optional
 
 from rt_lightning.eval.benchmarks import BENCHMARKS
 from rt_lightning.eval.judge.client import JudgeClient, JudgeReply
-from rt_lightning.eval.judge.parsing import (MULTI_ASPECTS, SAFETY_ASPECTS, parse_aspect_scores,
-                                             parse_pairwise_verdict, parse_refusal_label)
+from rt_lightning.eval.judge.parsing import (
+    MULTI_ASPECTS,
+    SAFETY_ASPECTS,
+    parse_aspect_scores,
+    parse_pairwise_verdict,
+    parse_refusal_label,
+)
 from rt_lightning.eval.judge.stats import agreement, aspect_summary, pairwise_outcome, win_rate
 from rt_lightning.eval.judge.templates import JudgeTemplate, load_template
-from rt_lightning.eval.scoring.metrics import RefusalRate, summarize
+from rt_lightning.eval.scoring.metrics import RefusalRate
 
-__all__ = ["Judge", "RefusalJudge", "PairwiseJudge", "MultiAspectJudge"]
+__all__ = ["Judge", "JudgeName", "RefusalJudge", "PairwiseJudge", "MultiAspectJudge", "JUDGES"]
+
+JudgeName = Literal["refusal", "pairwise", "aspects"]
+"""Short names of the built-in judges (the keys of ``JUDGES``), accepted wherever a ``Judge`` is."""
 
 
 def _json_safe(value):
@@ -36,40 +47,53 @@ def _json_safe(value):
 
 
 class Judge:
-    name = "judge"
+    """Base of all judges: subclasses set ``name`` and implement ``requests``, ``verdict`` and ``metrics``."""
 
-    def __init__(self, client: JudgeClient, templates: dict[str, JudgeTemplate]):
-        self.client = client
+    name: ClassVar[str] = "judge"
+    """Names the output files (``<stem>.<name>.jsonl``) and the cache entries; a subclass gives its own."""
+    paired: ClassVar[bool] = False
+    """True when an item compares two eval files (model A vs model B) instead of judging rows of one."""
+
+    def __init__(self, templates: dict[str, JudgeTemplate]):
         self.templates = templates
 
-    @property
-    def setup(self) -> dict:
+    @classmethod
+    def from_name(cls, name: str) -> "Judge":
+        """The built-in judge called ``name``, with its default prompts."""
+        if name not in JUDGES:
+            raise ValueError(f"unknown judge {name!r}; choose one of {sorted(JUDGES)} or give a Judge class path")
+        return JUDGES[name]()
+
+    def setup(self, client: JudgeClient) -> dict:
         """What a judgment depends on; rows store its fingerprint so a changed setup is never mixed with old rows."""
-        return {"judge": self.name, "model": self.client.model, "max_tokens": self.client.max_tokens,
+        return {"judge": self.name, "model": client.config.model, "max_tokens": client.config.max_tokens,
                 "templates": {k: t.sha256 for k, t in sorted(self.templates.items())}}
 
-    @property
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.setup, sort_keys=True).encode()).hexdigest()[:16]
+    def fingerprint(self, client: JudgeClient) -> str:
+        return hashlib.sha256(json.dumps(self.setup(client), sort_keys=True).encode()).hexdigest()[:16]
 
     def requests(self, item: dict) -> list[list[dict[str, str]]]:
+        """The chat requests one item needs (none, one, or one per presentation order)."""
         raise NotImplementedError
 
     def verdict(self, item: dict, texts: list[str]) -> dict:
+        """The judged fields of one item from the judge's replies to its ``requests``."""
         raise NotImplementedError
 
     def metrics(self, judged: list[dict]) -> dict:
+        """Aggregates over the judged rows of one file, for ``judge_metrics.json``."""
         raise NotImplementedError
 
-    def judge(self, items: list[dict]) -> list[dict]:
+    def judge(self, items: list[dict], client: JudgeClient) -> list[dict]:
         """Judged rows, one per item and in order; all requests of the batch go out concurrently."""
         per_item = [self.requests(item) for item in items]
-        replies = iter(self.client.complete_many_replies([m for ms in per_item for m in ms], judge=self.name))
+        replies = iter(client.complete_many_replies([m for ms in per_item for m in ms], judge=self.name))
+        fingerprint = self.fingerprint(client)
         rows = []
         for item, messages in zip(items, per_item):
             got: list[JudgeReply] = [next(replies) for _ in messages]
             row = {"id": item["id"], "benchmark": item.get("benchmark"), "subset": item.get("subset"),
-                   "instruction": item.get("instruction"), "judge": self.name, "judge_setup": self.fingerprint}
+                   "instruction": item.get("instruction"), "judge": self.name, "judge_setup": fingerprint}
             errors = [r.error for r in got if r.text is None]
             if errors:
                 row.update(status="failed", error=errors[0])
@@ -92,8 +116,13 @@ class RefusalJudge(Judge):
 
     name = "refusal"
 
-    def __init__(self, client: JudgeClient, template: Optional[str] = None):
-        super().__init__(client, {"refusal": load_template(template, "refusal").require("instruction", "response")})
+    def __init__(self, template: Optional[str] = None):
+        """
+        Args:
+            template: Judge prompt file with instruction and response placeholders; default: ours in
+                ``rt_lightning/assets/judge_prompts``. The paper's refusal prompt is accepted by path.
+        """
+        super().__init__({"refusal": load_template(template, "refusal").require("instruction", "response")})
 
     def requests(self, item):
         return [self.templates["refusal"].render(instruction=item["instruction"], response=item["response"])]
@@ -125,7 +154,7 @@ class RefusalJudge(Judge):
         for name in sorted({r.get("benchmark") for r in done if r.get("benchmark") in BENCHMARKS}):
             rows = [{"subset": r.get("subset") or "", "refused": r["refused"], "response": ""}
                     for r in done if r.get("benchmark") == name]
-            reported = summarize(BENCHMARKS[name].kind, rows)
+            reported = BENCHMARKS[name].summarize(rows)
             by_benchmark[name] = {k: _json_safe(v) for k, v in reported.items() if k.startswith(("rr", "frr"))}
         out["by_benchmark"] = by_benchmark
         paired = [r for r in done if "offline_refused" in r]
@@ -142,9 +171,16 @@ class PairwiseJudge(Judge):
 
     name = "pairwise"
 
-    def __init__(self, client: JudgeClient, template: Optional[str] = None):
+    paired = True
+
+    def __init__(self, template: Optional[str] = None):
+        """
+        Args:
+            template: Judge prompt file with instruction and two response placeholders (the first shown first);
+                default: ours. AlpacaEval's annotator templates are accepted by path.
+        """
         tpl = load_template(template, "pairwise").require("instruction", "response_a", "response_b")
-        super().__init__(client, {"pairwise": tpl})
+        super().__init__({"pairwise": tpl})
 
     def requests(self, item):
         if item["response_a"].strip() == item["response_b"].strip():
@@ -180,11 +216,18 @@ class MultiAspectJudge(Judge):
 
     name = "aspects"
 
-    def __init__(self, client: JudgeClient, template: Optional[str] = None, safety_template: Optional[str] = None,
+    def __init__(self, template: Optional[str] = None, safety_template: Optional[str] = None,
                  safety_subset: str = "safety"):
+        """
+        Args:
+            template: Prompt for the five regular aspects; default: ours. JustEval's ``score_multi`` template is
+                accepted by path.
+            safety_template: Prompt for rows of ``safety_subset``; default: ours (JustEval's ``score_safety`` by path).
+            safety_subset: Rows with this ``subset`` are scored on safety alone.
+        """
         templates = {"multi": load_template(template, "aspects").require("instruction", "response"),
                      "safety": load_template(safety_template, "safety").require("instruction", "response")}
-        super().__init__(client, templates)
+        super().__init__(templates)
         self.safety_subset = safety_subset
 
     def _mode(self, item) -> str:
@@ -208,3 +251,7 @@ class MultiAspectJudge(Judge):
         means = [regular[a]["mean"] for a in MULTI_ASPECTS]
         out["overall"] = sum(means) / len(means) if all(m is not None for m in means) else None
         return out
+
+
+JUDGES: dict[str, type[Judge]] = {judge.name: judge for judge in (RefusalJudge, PairwiseJudge, MultiAspectJudge)}
+"""The built-in judges by short name."""
