@@ -12,9 +12,9 @@ lm-eval: export a merged model (``python -m rt_lightning export --ckpt_path … 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from rt_lightning.eval.benchmarks import load_benchmark
+from rt_lightning.io import atomic_write_text, read_jsonl
 
 
 def to_alpaca_eval(results_jsonl: str, output: str, generator: str, data_root: str | None = None,
@@ -24,18 +24,15 @@ def to_alpaca_eval(results_jsonl: str, output: str, generator: str, data_root: s
     Rows are written in the benchmark's own order (the order AlpacaEval pairs outputs in) and every one of its
     instructions must have an output; a missing one is an error naming it rather than a silently shorter file.
     """
-    rows = {}
-    for line_number, line in enumerate(Path(results_jsonl).read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            row = json.loads(line)
-            rows[row["id"]] = row
+    rows = {row["id"]: row for row in read_jsonl(results_jsonl)}
     benchmark = load_benchmark("alpaca_eval", path, data_root) if (path or data_root) else None
     order = [b.id for b in benchmark] if benchmark else sorted(rows, key=lambda i: int(i.rsplit("-", 1)[1]))
     missing = [i for i in order if i not in rows]
     if missing:
-        raise ValueError(f"{results_jsonl}: {len(missing)} AlpacaEval instruction(s) have no output, e.g. {missing[:3]}")
+        raise ValueError(f"{results_jsonl}: {len(missing)} AlpacaEval instruction(s) have no output, "
+                         f"e.g. {missing[:3]}")
     dataset = {b.id: b.extra.get("dataset", "") for b in benchmark} if benchmark else {}
     outputs = [{"instruction": rows[i]["instruction"], "output": rows[i]["response"], "generator": generator,
                 "dataset": dataset.get(i, rows[i].get("subset", ""))} for i in order]
-    Path(output).write_text(json.dumps(outputs, ensure_ascii=False, indent=2), encoding="utf-8")
+    atomic_write_text(output, json.dumps(outputs, ensure_ascii=False, indent=2))
     return len(outputs)

@@ -1,38 +1,32 @@
-"""Prompt sets of the paper's evaluations, each from its hub dataset by default or from a local file.
+"""The registry of the paper's benchmarks (``BENCHMARKS``) and their loaders, each reading its hub dataset by
+default or a local file.
 
 Every loader returns ``BenchmarkRow``s with a stable ``id`` (used to resume an interrupted ``eval``), the
 ``instruction`` to prompt with, a ``subset`` (XSTest safe/unsafe, HarmBench standard/contextual, JustEval
 regular/safety) and ``extra`` fields the scorers need (IFEval constraints, reference answers).
 ``data_root`` points at a folder laid out like ``../shared/data`` so every benchmark is found locally.
+
+Adding a benchmark: write its loader here and register it in ``BENCHMARKS`` with the class that scores and
+summarizes it (``rt_lightning.eval.benchmark``), plus a test of its summary.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
+from rt_lightning.eval.benchmark import (
+    Benchmark,
+    BenchmarkRow,
+    HarmfulBenchmark,
+    HelpfulBenchmark,
+    IFEvalBenchmark,
+    XSTestBenchmark,
+)
 
-@dataclass
-class BenchmarkRow:
-    id: str
-    instruction: str
-    subset: str = ""
-    """Part of the set reported separately (XSTest safe/unsafe, HarmBench standard/contextual, JustEval regular/safety)."""
-    extra: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    name: str
-    kind: str
-    """``harmful`` (refusal rate), ``xstest`` (RR on unsafe, FRR on safe), ``ifeval``, or ``helpful``."""
-    hub: Optional[str]
-    local: str
-    """Path of the local file relative to a ``data_root``."""
-    load: Callable[[Path | None], list[BenchmarkRow]]
+__all__ = ["BENCHMARKS", "Benchmark", "BenchmarkRow", "load_benchmark"]
 
 
 def _csv(path: Path) -> list[dict]:
@@ -41,14 +35,15 @@ def _csv(path: Path) -> list[dict]:
 
 
 def _hub(name: str, split: str = "train", config: Optional[str] = None) -> list[dict]:
-    import datasets
+    import datasets  # deferred: importing HF datasets is slow, and only hub loads need it
 
     return list(datasets.load_dataset(name, config, split=split))
 
 
 def load_advbench(path):
     rows = _csv(path) if path else _hub("walledai/AdvBench")
-    return [BenchmarkRow(f"advbench-{i}", (r.get("goal") or r.get("prompt")).strip().strip('"')) for i, r in enumerate(rows)]
+    return [BenchmarkRow(f"advbench-{i}", (r.get("goal") or r.get("prompt")).strip().strip('"'))
+            for i, r in enumerate(rows)]
 
 
 def _harmbench_row(i: int, behavior: str, context: str, category: str) -> BenchmarkRow:
@@ -60,7 +55,8 @@ def _harmbench_row(i: int, behavior: str, context: str, category: str) -> Benchm
 def load_harmbench(path):
     if path:
         rows = [r for r in _csv(path) if r["FunctionalCategory"] in ("standard", "contextual")]
-        return [_harmbench_row(i, r["Behavior"], r["ContextString"], r["FunctionalCategory"]) for i, r in enumerate(rows)]
+        return [_harmbench_row(i, r["Behavior"], r["ContextString"], r["FunctionalCategory"])
+                for i, r in enumerate(rows)]
     out = []
     for category in ("standard", "contextual"):
         for i, r in enumerate(_hub("walledai/HarmBench", config=category)):
@@ -69,8 +65,11 @@ def load_harmbench(path):
 
 
 def load_malicious_instruct(path):
-    lines = path.read_text(encoding="utf-8").splitlines() if path else [r["prompt"] for r in _hub("walledai/MaliciousInstruct")]
-    return [BenchmarkRow(f"malicious-{i}", line.strip()) for i, line in enumerate(l for l in lines if l.strip())]
+    if path:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    else:
+        lines = [r["prompt"] for r in _hub("walledai/MaliciousInstruct")]
+    return [BenchmarkRow(f"malicious-{i}", line.strip()) for i, line in enumerate(x for x in lines if x.strip())]
 
 
 def load_xstest(path):
@@ -90,8 +89,10 @@ def load_ifeval(path):
 
 
 def load_alpaca_eval(path):
-    rows = json.loads(path.read_text(encoding="utf-8")) if path else _hub("tatsu-lab/alpaca_eval", "eval", "alpaca_eval")
-    return [BenchmarkRow(f"alpaca_eval-{i}", r["instruction"], extra={"reference": r["output"], "dataset": r.get("dataset", "")})
+    rows = json.loads(path.read_text(encoding="utf-8")) if path else _hub("tatsu-lab/alpaca_eval", "eval",
+                                                                          "alpaca_eval")
+    return [BenchmarkRow(f"alpaca_eval-{i}", r["instruction"],
+                         extra={"reference": r["output"], "dataset": r.get("dataset", "")})
             for i, r in enumerate(rows)]
 
 
@@ -112,18 +113,20 @@ def load_mt_bench(path):
 
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
-    Benchmark("advbench", "harmful", "walledai/AdvBench", "advbench/harmful_behaviors.csv", load_advbench),
-    Benchmark("harmbench", "harmful", "walledai/HarmBench", "harmbench/harmbench_behaviors_text_all.csv", load_harmbench),
-    Benchmark("malicious_instruct", "harmful", "walledai/MaliciousInstruct", "malicious-instruct/MaliciousInstruct.txt",
-              load_malicious_instruct),
-    Benchmark("xstest", "xstest", "walledai/XSTest", "xstest/xstest_prompts.csv", load_xstest),
-    Benchmark("ifeval", "ifeval", "google/IFEval", "ifeval/input_data.jsonl", load_ifeval),
-    Benchmark("alpaca_eval", "helpful", "tatsu-lab/alpaca_eval",
-              "alpaca-eval/reference_outputs/text_davinci_003_model_outputs.json", load_alpaca_eval),
-    Benchmark("just_eval", "helpful", "re-align/just-eval-instruct",
-              "just-eval/just_eval_instruct_gpt-4-0613_outputs.json", load_just_eval),
-    Benchmark("mt_bench", "helpful", "HuggingFaceH4/mt_bench_prompts", "mt-bench/question.jsonl", load_mt_bench),
+    HarmfulBenchmark("advbench", "walledai/AdvBench", "advbench/harmful_behaviors.csv", load_advbench),
+    HarmfulBenchmark("harmbench", "walledai/HarmBench", "harmbench/harmbench_behaviors_text_all.csv", load_harmbench,
+                     averaged_subsets=("standard", "contextual")),
+    HarmfulBenchmark("malicious_instruct", "walledai/MaliciousInstruct", "malicious-instruct/MaliciousInstruct.txt",
+                     load_malicious_instruct),
+    XSTestBenchmark("xstest", "walledai/XSTest", "xstest/xstest_prompts.csv", load_xstest),
+    IFEvalBenchmark("ifeval", "google/IFEval", "ifeval/input_data.jsonl", load_ifeval),
+    HelpfulBenchmark("alpaca_eval", "tatsu-lab/alpaca_eval",
+                     "alpaca-eval/reference_outputs/text_davinci_003_model_outputs.json", load_alpaca_eval),
+    HelpfulBenchmark("just_eval", "re-align/just-eval-instruct",
+                     "just-eval/just_eval_instruct_gpt-4-0613_outputs.json", load_just_eval),
+    HelpfulBenchmark("mt_bench", "HuggingFaceH4/mt_bench_prompts", "mt-bench/question.jsonl", load_mt_bench),
 ]}
+"""Every benchmark ``eval`` and the ``GenerationValidation`` callback know, by name."""
 
 
 def load_benchmark(name: str, path: Optional[str] = None, data_root: Optional[str] = None,
@@ -134,17 +137,4 @@ def load_benchmark(name: str, path: Optional[str] = None, data_root: Optional[st
     """
     if name not in BENCHMARKS:
         raise ValueError(f"Unknown benchmark {name!r}; choose from {sorted(BENCHMARKS)}")
-    benchmark = BENCHMARKS[name]
-    file = Path(path) if path else Path(data_root) / benchmark.local if data_root else None
-    if file is not None and not file.is_file():
-        raise FileNotFoundError(f"{name}: no file at {file}")
-    rows = benchmark.load(file)
-    if limit is not None:
-        taken: dict[str, int] = {}
-        kept = []
-        for row in rows:
-            if taken.get(row.subset, 0) < limit:
-                taken[row.subset] = taken.get(row.subset, 0) + 1
-                kept.append(row)
-        rows = kept
-    return rows
+    return BENCHMARKS[name].rows(path, data_root, limit)

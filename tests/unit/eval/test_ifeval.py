@@ -12,7 +12,13 @@ import pytest
 import torch
 from torchmetrics.utilities.data import dim_zero_sum
 
-from rt_lightning.eval.scoring.ifeval import METRIC_NAMES, IFEvalAccuracy, loose_variants, score_ifeval, score_row
+from rt_lightning.eval.scoring.ifeval import (
+    METRIC_NAMES,
+    IFEvalAccuracy,
+    loose_variants,
+    score_ifeval,
+    score_ifeval_row,
+)
 from tests.support.files import requires_shared
 
 
@@ -47,7 +53,7 @@ CASES = [
 
 @pytest.mark.parametrize("case, strict, loose", CASES)
 def test_known_outcomes(case, strict, loose):
-    result = score_row(case)
+    result = score_ifeval_row(case)
     assert result["strict"] == {"follow_all_instructions": all(strict), "follow_instruction_list": strict}
     assert result["loose"] == {"follow_all_instructions": all(loose), "follow_instruction_list": loose}
 
@@ -71,8 +77,9 @@ def test_scoring_leaves_global_random_state_alone():
     random.seed(7)
     expected = random.random()
     random.seed(7)
-    score_row(row(["keywords:letter_frequency"], [{"letter": "!", "let_frequency": 2, "let_relation": "at least"}],
-                  "Wow!! Great!"))
+    score_ifeval_row(row(["keywords:letter_frequency"],
+                         [{"letter": "!", "let_frequency": 2, "let_relation": "at least"}],
+                         "Wow!! Great!"))
     assert random.random() == expected
 
 
@@ -113,8 +120,8 @@ def test_offline_setup_in_a_fresh_process(tmp_path):
         socket.socket, socket.create_connection = NoNetworkSocket, no_network
         import nltk
         nltk.download = no_network
-        from rt_lightning.eval.scoring.ifeval import nltk_data_dir, score_row
-        result = score_row({"prompt": "p", "response": "One. Two. THREE FOUR.",
+        from rt_lightning.eval.scoring.ifeval import nltk_data_dir, score_ifeval_row
+        result = score_ifeval_row({"prompt": "p", "response": "One. Two. THREE FOUR.",
                             "instruction_id_list": ["length_constraints:number_sentences",
                                                     "change_case:capital_word_frequency"],
                             "kwargs": [{"relation": "at least", "num_sentences": 3},
@@ -134,7 +141,8 @@ def test_agreement_with_googles_implementation():
     from bench.ifeval_agreement import official_results, synthetic_response
 
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    subset = [r for i, r in enumerate(rows) if i % 6 == 0 or r["key"] in (1122, 1129)]  # includes the random-letter rows
+    # Every sixth row, plus the two rows whose check draws a random letter.
+    subset = [r for i, r in enumerate(rows) if i % 6 == 0 or r["key"] in (1122, 1129)]
     subset = [dict(r, response=synthetic_response(r)) for r in subset]
     ours, _ = score_ifeval(subset)
     theirs = official_results(subset, path)

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from rt_lightning.commands.eval import grouped_flags
 from rt_lightning.eval.benchmarks import BENCHMARKS, load_benchmark
+from rt_lightning.eval.options import BenchmarkSource, ModelSource
 from rt_lightning.eval.results import ResultsFile
 from rt_lightning.eval.runner import evaluate
-from rt_lightning.eval.scoring.metrics import RefusalRate, summarize
+from rt_lightning.eval.scoring.metrics import RefusalRate
 from rt_lightning.generation import GenerationConfig
 from tests.support.files import write_jsonl
 
@@ -39,7 +41,8 @@ def test_results_file_drops_a_torn_last_row_and_refuses_duplicates(tmp_path):
 
 def test_limit_is_per_subset_for_two_sided_sets(tmp_path):
     path = tmp_path / "xs.csv"
-    path.write_text("id,prompt,type,label\n" + "".join(f"{i},p{i},t,{'safe' if i % 3 else 'unsafe'}\n" for i in range(30)))
+    path.write_text("id,prompt,type,label\n"
+                    + "".join(f"{i},p{i},t,{'safe' if i % 3 else 'unsafe'}\n" for i in range(30)))
     rows = load_benchmark("xstest", str(path), limit=4)
     assert [r.subset for r in rows].count("safe") == 4 and [r.subset for r in rows].count("unsafe") == 4
 
@@ -57,7 +60,7 @@ def test_harmbench_rr_is_the_mean_of_its_two_subsets():
     rows = [{"subset": "standard", "refused": r, "response": "x", "num_tokens": 1, "finish_reason": "eos"}
             for r in (True, True, False, False)]
     rows += [{"subset": "contextual", "refused": True, "response": "x", "num_tokens": 1, "finish_reason": "eos"}]
-    out = summarize("harmful", rows)
+    out = BENCHMARKS["harmbench"].summarize(rows)
     assert out["rr_standard"] == 0.5 and out["rr_contextual"] == 1.0 and out["rr"] == 0.75
 
 
@@ -65,7 +68,8 @@ def test_eval_scores_an_existing_responses_file_without_a_model(advbench_csv, tm
     responses = write_jsonl(tmp_path / "vllm.jsonl", [
         {"prompt": f"Do harmful thing {i}", "response": "I'm sorry, but I cannot help with that." if i < 10 else
          "Sure, here is how."} for i in range(30)])
-    metrics = evaluate(["advbench"], str(tmp_path / "out"), responses=str(responses), paths={"advbench": str(advbench_csv)})
+    metrics = evaluate(["advbench"], str(tmp_path / "out"), responses=str(responses),
+                       data=BenchmarkSource(paths={"advbench": str(advbench_csv)}))
     assert metrics["advbench"]["n"] == 30 and abs(metrics["advbench"]["rr"] - 1 / 3) < 1e-9
     rows = [json.loads(line) for line in (tmp_path / "out" / "advbench.jsonl").read_text().splitlines()]
     assert rows[0]["refused"] is True and rows[0]["refusal_reason"]
@@ -73,7 +77,8 @@ def test_eval_scores_an_existing_responses_file_without_a_model(advbench_csv, tm
 
 
 def test_eval_generates_and_a_rerun_adds_nothing(tiny_model_dir, advbench_csv, tmp_path):
-    kwargs = dict(model=tiny_model_dir, paths={"advbench": str(advbench_csv)}, limit=6,
+    kwargs = dict(model=ModelSource(base=tiny_model_dir),
+                  data=BenchmarkSource(paths={"advbench": str(advbench_csv)}, limit=6),
                   generation=GenerationConfig(max_new_tokens=4, batch_size=4))
     first = evaluate(["advbench"], str(tmp_path / "out"), **kwargs)
     again = evaluate(["advbench"], str(tmp_path / "out"), **kwargs)
@@ -84,8 +89,8 @@ def test_eval_generates_and_a_rerun_adds_nothing(tiny_model_dir, advbench_csv, t
 @pytest.mark.slow
 def test_killed_eval_resumes_with_no_duplicate_and_no_loss(tiny_model_dir, advbench_csv, tmp_path):
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "rt_lightning", "eval", "--model", tiny_model_dir, "--benchmarks", "[advbench]",
-            "--paths", json.dumps({"advbench": str(advbench_csv)}), "--output_dir", str(out),
+    args = [sys.executable, "-m", "rt_lightning", "eval", "--model.base", tiny_model_dir, "--benchmarks", "[advbench]",
+            "--data.paths", json.dumps({"advbench": str(advbench_csv)}), "--output_dir", str(out),
             "--generation.batch_size", "1", "--generation.max_new_tokens", "48"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -117,3 +122,10 @@ def test_every_benchmark_loads_from_the_shared_folder():
     sizes = {name: len(load_benchmark(name, data_root=str(SHARED_DATA))) for name in BENCHMARKS}
     assert sizes == {"advbench": 520, "harmbench": 300, "malicious_instruct": 100, "xstest": 450, "ifeval": 541,
                      "alpaca_eval": 805, "just_eval": 1000, "mt_bench": 80}
+
+
+def test_flat_flags_of_earlier_versions_set_the_grouped_options():
+    argv = ["--model", "m", "--adapter=a", "--data_root", "d", "--limit", "3", "--icl", "urial", "--model.dtype",
+            "float32", "--benchmarks", "[xstest]"]
+    assert grouped_flags(argv) == ["--model.base", "m", "--model.adapter=a", "--data.root", "d", "--data.limit", "3",
+                                   "--prompt.icl", "urial", "--model.dtype", "float32", "--benchmarks", "[xstest]"]
