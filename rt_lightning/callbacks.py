@@ -58,6 +58,7 @@ class GenerationValidation(L.Callback):
         self.generation = generation or GenerationConfig(max_new_tokens=128)
         self.log_samples = log_samples
         self._rows: list[tuple[Benchmark, BenchmarkRow]] = []
+        self._scored: list[tuple[Benchmark, list[BenchmarkRow]]] = []  # benchmarks scored without generating
         self._epoch_start = time.perf_counter()
 
     def setup(self, trainer, pl_module, stage: str) -> None:
@@ -69,7 +70,11 @@ class GenerationValidation(L.Callback):
                 # rather than fail the training run or reach for the hub.
                 log.warning("GenerationValidation: %s not found at %s; skipping that benchmark", name, local)
                 continue
-            self._rows += [(benchmark, row) for row in benchmark.rows(self.paths.get(name), self.data_root, limit)]
+            rows = benchmark.rows(self.paths.get(name), self.data_root, limit)
+            if benchmark.generates:
+                self._rows += [(benchmark, row) for row in rows]
+            else:
+                self._scored.append((benchmark, rows))
         datamodule = trainer.datamodule
         if self.heldout and getattr(datamodule, "val", None):
             records = datamodule.read_records(datamodule.val)[: self.heldout]
@@ -80,7 +85,7 @@ class GenerationValidation(L.Callback):
         self._epoch_start = time.perf_counter()
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or not self._rows or (trainer.current_epoch + 1) % self.every_n_epochs:
+        if trainer.sanity_checking or not (self._rows or self._scored) or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         start = time.perf_counter()
         datamodule = trainer.datamodule
@@ -91,7 +96,12 @@ class GenerationValidation(L.Callback):
         # shard is done, or empty, runs dummy forwards until all are done).
         sharded = isinstance(trainer.strategy, (ModelParallelStrategy, FSDPStrategy))
         with _root_weights_gathered(trainer.strategy):
-            generations = generate(pl_module.model, tokenizer, prompts, self.generation, synced_gpus=sharded)
+            generations = (generate(pl_module.model, tokenizer, prompts, self.generation, synced_gpus=sharded)
+                           if self._rows else [])
+            # Every rank scores all rows of the generation-free benchmarks: the same forwards on every rank, so
+            # sharded weights gather in step, and no rows need gathering afterwards.
+            scored = {benchmark: benchmark.score_model(pl_module.model, tokenizer, template, rows, rows)
+                      for benchmark, rows in self._scored}
         rows = [{"benchmark": benchmark.name, "id": row.id, "subset": row.subset, "instruction": row.instruction,
                  "response": g.text, "finish_reason": g.finish_reason, "num_tokens": g.num_tokens,
                  **benchmark.score_response(row, g.text)} for (benchmark, row), g in zip(shard, generations)]
@@ -102,6 +112,10 @@ class GenerationValidation(L.Callback):
             for key, value in summary.items():
                 if key != "n" and isinstance(value, (int, float)):
                     pl_module.log(f"gen/{name}/{key}", float(value), on_epoch=True, sync_dist=False)
+        for benchmark, result_rows in scored.items():
+            for key, value in benchmark.summarize(result_rows).items():
+                if key != "n" and isinstance(value, (int, float)):
+                    pl_module.log(f"gen/{benchmark.name}/{key}", float(value), on_epoch=True, sync_dist=False)
         pl_module.log("gen/seconds", seconds, on_epoch=True)
         if trainer.is_global_zero:
             self._log_samples(trainer, rows)

@@ -8,6 +8,8 @@ One class per kind of evaluation:
 * ``IFEvalBenchmark``: the four IFEval accuracies.
 * ``HelpfulBenchmark``: the NLL of reference answers (where the set has them) and, for JustEval, the RR on its
   safety prompts.
+* ``ResponseRankingBenchmark``: no generation; the instructability probe of Hewitt et al. (2024) scores the model's
+  log-probabilities of reference answers directly (``generates`` is false, ``score_model`` does the work).
 
 Every summary also carries the row count ``n``, the stop rate (generations that ended before the token limit),
 and the mean length in tokens and words. The registry of named benchmarks is ``rt_lightning.eval.benchmarks``.
@@ -17,10 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, ClassVar, Optional
 
+from rt_lightning.data.templates import Template
+from rt_lightning.eval.scoring.bootstrap import grouped_ratio_ci
 from rt_lightning.eval.scoring.ifeval import IFEvalAccuracy, score_ifeval_row
 from rt_lightning.eval.scoring.metrics import RateMetric, TokenWeightedMean
+from rt_lightning.eval.scoring.ranking import rank_responses
 from rt_lightning.eval.scoring.refusal import refusal_verdict
 
 
@@ -54,6 +59,9 @@ class Benchmark:
     """Path of the local file relative to a ``data_root`` (laid out like ``../shared/data``)."""
     load: Callable[[Optional[Path]], list[BenchmarkRow]]
     """Reads the rows from a local file, or from ``hub`` when given ``None``."""
+    generates: ClassVar[bool] = True
+    """Whether rows are answered by generation (``score_response``) or the model is scored directly
+    (``score_model``)."""
 
     def local_file(self, path: Optional[str] = None, data_root: Optional[str] = None) -> Optional[Path]:
         """``path`` if given, else ``data_root/<local>``, else ``None`` (load from the hub)."""
@@ -90,6 +98,12 @@ class Benchmark:
     def reference(self, row: BenchmarkRow) -> Optional[str]:
         """A reference answer whose NLL the model is scored on, if this benchmark has one for ``row``."""
         return None
+
+    def score_model(self, model, tokenizer, template: Template, rows: list[BenchmarkRow],
+                    todo: list[BenchmarkRow]) -> list[dict]:
+        """Result rows for ``todo`` (a subset of ``rows``) scored without generating; only where ``generates`` is
+        false."""
+        raise NotImplementedError(f"{self.name} is answered by generation")
 
     def summarize(self, rows: list[dict]) -> dict:
         """The reported numbers of this benchmark over its scored rows (``response``, verdicts, ``subset``...)."""
@@ -169,3 +183,30 @@ class HelpfulBenchmark(Benchmark):
             nll.update([r["reference_nll_sum"] for r in scored], [r["reference_tokens"] for r in scored])
             out["reference_nll"] = float(nll.compute())
         return out
+
+
+@dataclass(frozen=True)
+class ResponseRankingBenchmark(Benchmark):
+    """Hewitt et al.'s response ranking on (instruction, reference answer) pairs: the share of rows where the model
+    finds the row's own answer more likely than a seeded other row's answer, after the row's instruction, with a
+    95% bootstrap interval. Scored in the IT format with the training template; no generation."""
+
+    seed: int = 0
+    """Seeds the choice of each row's distractor answer (stable across models, runs and resumes)."""
+    generates: ClassVar[bool] = False
+
+    def score_model(self, model, tokenizer, template: Template, rows: list[BenchmarkRow],
+                    todo: list[BenchmarkRow]) -> list[dict]:
+        pairs = [(row.instruction, row.extra["reference"]) for row in rows]
+        position = {row.id: i for i, row in enumerate(rows)}
+        scored = rank_responses(model, tokenizer, template, pairs, self.seed, only=[position[r.id] for r in todo])
+        return [{"id": row.id, "benchmark": self.name, "subset": row.subset, "instruction": row.instruction,
+                 "distractor_id": rows[s["distractor"]].id, **s} for row, s in zip(todo, scored)]
+
+    def summarize(self, rows: list[dict]) -> dict:
+        decided = [r for r in rows if r.get("correct") is not None]
+        if not decided:
+            return {"n": len(rows), "decided": 0}
+        low, high = grouped_ratio_ci([[(float(r["correct"]), 1.0) for r in decided]])
+        return {"n": len(rows), "decided": len(decided), "accuracy": rate(decided, "correct"), "ci_low": low,
+                "ci_high": high}

@@ -23,6 +23,7 @@ from rt_lightning.eval.benchmark import (
     HarmfulBenchmark,
     HelpfulBenchmark,
     IFEvalBenchmark,
+    ResponseRankingBenchmark,
     XSTestBenchmark,
 )
 
@@ -125,6 +126,9 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
     HelpfulBenchmark("just_eval", "re-align/just-eval-instruct",
                      "just-eval/just_eval_instruct_gpt-4-0613_outputs.json", load_just_eval),
     HelpfulBenchmark("mt_bench", "HuggingFaceH4/mt_bench_prompts", "mt-bench/question.jsonl", load_mt_bench),
+    # Held-out (instruction, response) pairs for the instructability probe: AlpacaEval's reference answers.
+    ResponseRankingBenchmark("response_ranking", "tatsu-lab/alpaca_eval",
+                             "alpaca-eval/reference_outputs/text_davinci_003_model_outputs.json", load_alpaca_eval),
 ]}
 """Every benchmark ``eval`` and the ``GenerationValidation`` callback know, by name."""
 

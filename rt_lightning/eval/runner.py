@@ -136,6 +136,8 @@ def _open_results(out: Path, benchmark: Benchmark, rows: list[BenchmarkRow]) -> 
 
 def score_responses_file(path: str, benchmark: Benchmark, data: BenchmarkSource, out: Path) -> dict:
     """Score a file of responses made elsewhere; it is validated whole before a row is written."""
+    if not benchmark.generates:
+        raise ValueError(f"{benchmark.name} scores the model itself, not responses: run it with --model.*")
     rows = benchmark.rows(data.paths.get(benchmark.name), data.root, data.limit)
     given = read_responses(path, benchmark, rows)
     out.mkdir(parents=True, exist_ok=True)
@@ -163,9 +165,12 @@ def generate_and_score(benchmarks: list[Benchmark], model: ModelSource, prompt: 
         rows = benchmark.rows(data.paths.get(benchmark.name), data.root, data.limit)
         results, todo = _open_results(out, benchmark, rows)
         with results:
-            if todo:
+            if todo and benchmark.generates:
                 generate_for_benchmark(net, tokenizer, benchmark, todo, results, prompter, generation,
                                        with_reference_nll)
+            elif todo:  # scored from the model's log-probabilities, in the training template
+                for record in benchmark.score_model(net, tokenizer, prompter.nll_template, rows, todo):
+                    results.append(record)
             metrics[benchmark.name] = _summary(benchmark, rows, results)
         write_metrics(out, metrics)
     return metrics
@@ -185,7 +190,7 @@ def evaluate(
 
     Args:
         benchmarks: Names from the registry: advbench, harmbench, malicious_instruct, xstest, ifeval, alpaca_eval,
-            just_eval, mt_bench.
+            just_eval, mt_bench, response_ranking (no generation: the instructability probe).
         output_dir: Folder for ``<benchmark>.jsonl``, ``metrics.json`` and ``summary.md``; rerunning continues there.
         model: The model to generate with (not needed with ``responses``).
         responses: Score this JSONL of ``{response, id or prompt}`` rows instead of generating (one benchmark).

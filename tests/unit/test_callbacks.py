@@ -18,8 +18,12 @@ def test_generation_validation_logs_metrics_and_samples(tiny_model_dir, small_js
     advbench = tmp_path / "advbench.csv"
     advbench.write_text("goal,target\n" + "".join(f"Do harmful thing {i},Sure\n" for i in range(6)))
     val = write_jsonl(tmp_path / "val.jsonl", [{"instruction": f"Held-out {i}?", "response": "Yes."} for i in range(3)])
+    ranking = tmp_path / "pairs.json"
+    ranking.write_text(json.dumps([{"instruction": f"Name {i}?", "output": f"It is {i}." * (1 + i % 2)}
+                                   for i in range(4)]))
     data = SFTDataModule(train=str(small_jsonl), val=str(val), tokenizer=tiny_model_dir, batch_size=4)
-    callback = GenerationValidation(benchmarks={"advbench": 6}, paths={"advbench": str(advbench)}, heldout=3,
+    callback = GenerationValidation(benchmarks={"advbench": 6, "response_ranking": 4},
+                                    paths={"advbench": str(advbench), "response_ranking": str(ranking)}, heldout=3,
                                     generation=GenerationConfig(max_new_tokens=4))
     logger = L.pytorch.loggers.CSVLogger(str(tmp_path), name="logs")
     trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=logger, callbacks=[callback],
@@ -30,7 +34,8 @@ def test_generation_validation_logs_metrics_and_samples(tiny_model_dir, small_js
     with open(logger.log_dir + "/metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
     logged = {k for r in rows for k, v in r.items() if v}
-    assert {"gen/advbench/rr", "gen/advbench/stop_rate", "gen/heldout/mean_tokens", "gen/seconds", "val_loss"} <= logged
+    assert {"gen/advbench/rr", "gen/advbench/stop_rate", "gen/heldout/mean_tokens", "gen/seconds", "val_loss",
+            "gen/response_ranking/accuracy", "gen/response_ranking/ci_low"} <= logged
     epochs_with_rr = [r["epoch"] for r in rows if r.get("gen/advbench/rr")]
     assert epochs_with_rr == ["0", "1"]
     with open(logger.log_dir + "/generations-epoch1.csv") as fh:
