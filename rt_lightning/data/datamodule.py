@@ -1,8 +1,9 @@
-"""``SFTDataModule``: one source, one mode switch (``it`` | ``rt`` | ``rt_empty`` | ``refusal``), exact labels.
+"""``SFTDataModule``: one source, a rendering ``mode`` (``it`` | ``rt`` | ``rt_empty`` | any registered mode), an
+optional refusal mixture, exact labels.
 
-Flow: source → records (``records.py``) → refusal mixture / seeded subset (``mixtures.py``) → messages (``modes.py``)
+Flow: source → records (``records.py``) → seeded subset + refusal mixture (``mixtures.py``) → messages (``modes.py``)
 → text + trainable spans (``templates.py``) → input_ids + labels (``tokenize.py``), cached as an HF ``datasets``
-folder keyed by everything that affects the tokens → ``PadCollator``.
+folder keyed by everything that affects the tokens → ``PadCollator`` / ``PackCollator``.
 
 To extend it in a notebook, subclass and override ``read_records`` (a new source), ``to_messages`` (a new mode),
 or register a mode with ``rt_lightning.data.modes.register_mode``.
@@ -10,33 +11,47 @@ or register a mode with ``rt_lightning.data.modes.register_mode``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Union
 
 import lightning as L
 from torch.utils.data import DataLoader
 
 from rt_lightning.constants import ASSETS_DIR, IGNORE_INDEX
 from rt_lightning.data.collate import PackCollator, PadCollator
-from rt_lightning.data.samplers import EvenShardSampler, WithFiller
-from rt_lightning.data.mixtures import EXPLANATORY_REFUSAL, mix_refusals, seeded_subset
+from rt_lightning.data.mixtures import RefusalMixture, seeded_subset
 from rt_lightning.data.modes import Message, get_mode
-from rt_lightning.data.records import DataError, Record, fields, load_records
-from rt_lightning.hub import cache_root, load_tokenizer, pad_token_id
-from rt_lightning.data.templates import TULU_ASSISTANT, TULU_USER, Template, build_template
+from rt_lightning.data.records import NORMALISERS, DataError, FieldLayout, Record, load_records
+from rt_lightning.data.samplers import EvenShardSampler, WithFiller
+from rt_lightning.data.templates import Template, build_template, resolve_template
 from rt_lightning.data.tokenize import tokenize_batch, tokenizer_adds_bos, truncate_and_check
+from rt_lightning.hub import cache_root, load_tokenizer, pad_token_id
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 """Bump when tokenisation code changes meaning, so old caches are not reused."""
 QUICKSTART_DIR = ASSETS_DIR / "quickstart"
+NOT_IN_CACHE_KEY = frozenset({"batch_size", "packing", "shuffle", "num_workers", "cache_dir"})
+"""Fields that cannot change the tokens; every other field is part of the cache key (a new field too, by default)."""
+REMOVED_KEYS = {
+    "refusal_mode": "data.mode (the mixture is rendered with the data's own mode)",
+    "num_refusals": "data.refusals.count",
+    "refusal_filter": "data.refusals.filter",
+    "instruction_field": "data.layout: {class_path: rt_lightning.data.FieldLayout, init_args: {instruction: ...}}",
+    "response_field": "data.layout: {class_path: rt_lightning.data.FieldLayout, init_args: {response: ...}}",
+    "input_field": "data.layout: {class_path: rt_lightning.data.FieldLayout, init_args: {input: ...}}",
+    "user_format": "data.template: {class_path: rt_lightning.data.TextTemplate, init_args: {user: ...}}",
+    "assistant_format": "data.template: {class_path: rt_lightning.data.TextTemplate, init_args: {assistant: ...}}",
+}
+"""Keys of the flat, older data config and what replaced them (see ``SFTDataModule.__post_init__``)."""
 
 
 @dataclass
@@ -47,36 +62,24 @@ class SFTDataModule(L.LightningDataModule):
     """Training data: a local json/jsonl/csv/parquet file or a hub dataset id (e.g. ``GAIR/lima``)."""
     val: Optional[str] = str(QUICKSTART_DIR / "val.jsonl")
     """Validation data (same forms as ``train``); null for none. It is rendered with the same mode."""
-    layout: str = "auto"
-    """Row layout: auto, lima, alpaca, dolly, refusals, prompt_completion, or fields (see ``*_field``)."""
-    instruction_field: str = "instruction"
-    """With layout=fields: the column holding the instruction."""
-    response_field: str = "response"
-    """With layout=fields: the column holding the response."""
-    input_field: Optional[str] = None
-    """With layout=fields: an optional column appended to the instruction after a blank line."""
+    layout: Union[str, FieldLayout] = "auto"
+    """Row layout: auto, lima, alpaca, dolly, refusals, prompt_completion, or a ``FieldLayout`` class_path naming the
+    instruction/response/input fields."""
     split: str = "train"
     """Split to read from hub datasets."""
     mode: str = "rt"
-    """it (instruction + response), rt (response only, no user turn), rt_empty (empty user turn), or refusal."""
+    """How a record is rendered: it (instruction + response), rt (response only, no user turn), rt_empty (empty user
+    turn), or a mode added with ``register_mode``. Refusals (``refusals``) are rendered with it too."""
     max_examples: Optional[int] = None
     """Keep a seeded random subset of this many base examples (the paper's 1,000-example Alpaca/Dolly sets)."""
-    refusals: Optional[str] = None
-    """mode=refusal: file or hub id of refusal examples (Safety-Tuned LLaMAs ``safety_only_data_Instructions.json``)."""
-    num_refusals: int = 200
-    """mode=refusal: how many filtered refusals to append to the base set (paper: 100, 200, 500)."""
-    refusal_mode: str = "rt"
-    """mode=refusal: how the mixture is rendered (it or rt)."""
-    refusal_filter: str = EXPLANATORY_REFUSAL
-    """mode=refusal: regex a refusal (lower-cased) must match to be used."""
+    refusals: Union[RefusalMixture, str, None] = None
+    """Refusal augmentation (paper §5.1): ``source``, ``count``, ``filter``, ``seed``; null for none. (A bare string,
+    the older form, stops with what to write instead.)"""
     seed: int = 0
-    """Seed of the subset/refusal samplers (the paper uses 0)."""
-    template: str = "tulu"
-    """tulu (the paper's), chat (the tokenizer's own chat template), or custom (``user_format``/``assistant_format``)."""
-    user_format: str = TULU_USER
-    """template=custom: format of a user turn; ``{content}`` and ``{eos}`` are filled in."""
-    assistant_format: str = TULU_ASSISTANT
-    """template=custom: format of an assistant turn; trained from ``{content}`` to its end."""
+    """Seed of the base-subset sampler (the paper uses 0)."""
+    template: Union[str, Template] = "tulu"
+    """tulu (the paper's), chat (the tokenizer's own chat template), a name added with ``register_template``, or a
+    ``Template`` class_path with its init args (e.g. ``rt_lightning.data.TextTemplate`` with user/assistant formats)."""
     tokenizer: Optional[str] = None
     """Tokenizer name or path; linked to ``model.model`` by the CLI."""
     add_bos: Optional[bool] = None
@@ -97,34 +100,62 @@ class SFTDataModule(L.LightningDataModule):
     cache_dir: Optional[str] = None
     """Where tokenised datasets are cached; null = ``$RT_LIGHTNING_DATASET_CACHE`` or ``$RT_LIGHTNING_CACHE/datasets``."""
 
+    # Removed keys, accepted only to stop with what replaced them (``REMOVED_KEYS``); null = not given.
+    refusal_mode: InitVar[Optional[str]] = None
+    """Removed: the mixture is rendered with ``mode``."""
+    num_refusals: InitVar[Optional[int]] = None
+    """Removed: use ``refusals.count``."""
+    refusal_filter: InitVar[Optional[str]] = None
+    """Removed: use ``refusals.filter``."""
+    instruction_field: InitVar[Optional[str]] = None
+    """Removed: use a ``FieldLayout`` layout."""
+    response_field: InitVar[Optional[str]] = None
+    """Removed: use a ``FieldLayout`` layout."""
+    input_field: InitVar[Optional[str]] = None
+    """Removed: use a ``FieldLayout`` layout."""
+    user_format: InitVar[Optional[str]] = None
+    """Removed: use a ``TextTemplate`` template."""
+    assistant_format: InitVar[Optional[str]] = None
+    """Removed: use a ``TextTemplate`` template."""
+
     _tokenizer: Any = field(default=None, init=False, repr=False)
     _datasets: dict = field(default_factory=dict, init=False, repr=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, *removed: Optional[Any]) -> None:
         super().__init__()
-        if self.mode != "refusal":
-            get_mode(self.mode)  # fail at start-up, naming the mode
-        elif self.refusal_mode not in ("it", "rt", "rt_empty"):
-            raise ValueError(f"refusal_mode must be it, rt or rt_empty, got {self.refusal_mode!r}")
+        # The removed keys arrive positionally, in their declaration order, which is REMOVED_KEYS' order.
+        given = [name for name, value in zip(REMOVED_KEYS, removed) if value is not None]
+        if given:
+            replaced = "; ".join(f"data.{name} → {REMOVED_KEYS[name]}" for name in given)
+            raise ValueError(f"Removed data key(s): {replaced}")
+        if self.mode == "refusal":
+            raise ValueError("data.mode 'refusal' is gone: set data.mode to it/rt/rt_empty (how the mixture is "
+                             "rendered, formerly data.refusal_mode) and data.refusals.source/count (formerly "
+                             "data.refusals/data.num_refusals)")
+        if isinstance(self.refusals, str):
+            raise ValueError(f"data.refusals is now a group, not a path: set data.refusals.source to {self.refusals!r} "
+                             "and data.refusals.count (formerly data.num_refusals)")
+        if isinstance(self.refusals, dict):  # Python callers may pass the group as a plain dict
+            self.refusals = RefusalMixture(**self.refusals)
+        if isinstance(self.layout, str) and self.layout not in (*NORMALISERS, "auto"):
+            raise ValueError(f"Unknown layout {self.layout!r}; choose one of {sorted(NORMALISERS) + ['auto']} or a "
+                             "FieldLayout")
+        get_mode(self.mode)  # fail at start-up, naming the mode
+        resolve_template(self.template)  # the same for the template
 
     # --- pieces a subclass may override -------------------------------------------------------------------------
     def read_records(self, source: str) -> list[Record]:
-        layout = fields(self.instruction_field, self.response_field, self.input_field) \
-            if self.layout == "fields" else self.layout
-        return load_records(source, layout=layout, split=self.split, on_bad_row=self.on_bad_row)
+        return load_records(source, layout=self.layout, split=self.split, on_bad_row=self.on_bad_row)
 
     def mix(self, records: list[Record]) -> list[Record]:
-        """Seeded base subset, then (mode=refusal) the refusal mixture."""
+        """Seeded base subset, then the refusal mixture when ``refusals`` is set."""
         records = seeded_subset(records, self.max_examples, self.seed)
-        if self.mode != "refusal":
+        if self.refusals is None:
             return records
-        if not self.refusals:
-            raise ValueError("mode=refusal needs data.refusals (e.g. safety_only_data_Instructions.json)")
-        refusals = load_records(self.refusals, layout="refusals", split=self.split, on_bad_row=self.on_bad_row)
-        return mix_refusals(records, refusals, self.num_refusals, self.seed, self.refusal_filter)
+        return self.refusals.mix(records, split=self.split, on_bad_row=self.on_bad_row)
 
     def to_messages(self, record: Record) -> list[Message]:
-        return get_mode(self.refusal_mode if self.mode == "refusal" else self.mode)(record)
+        return get_mode(self.mode)(record)
 
     # --- tokenizer and template ---------------------------------------------------------------------------------
     def connect(self, tokenizer) -> None:
@@ -141,7 +172,7 @@ class SFTDataModule(L.LightningDataModule):
         return self._tokenizer
 
     def build_template(self) -> Template:
-        return build_template(self.template, self.hf_tokenizer, self.user_format, self.assistant_format)
+        return build_template(self.template, self.hf_tokenizer)
 
     # --- datasets -----------------------------------------------------------------------------------------------
     def examples(self, split: str) -> tuple[list[Record], list[dict]]:
@@ -176,27 +207,30 @@ class SFTDataModule(L.LightningDataModule):
         log.info("%s split: %d examples (mode=%s, template=%s)", split, len(examples), self.mode, self.template)
         return kept_records, examples
 
+    def source_files(self) -> dict[str, Optional[str]]:
+        """The local files read (their size and mtime join the cache key); override when a subclass reads more."""
+        return {"train": self.train, "val": self.val, "refusals": self.refusals.source if self.refusals else None}
+
     def _cache_key(self, split: str) -> str:
         tok = self.hf_tokenizer
-        settings = {k: getattr(self, k) for k in (
-            "layout", "instruction_field", "response_field", "input_field", "split", "mode", "max_examples",
-            "refusals", "num_refusals", "refusal_mode", "refusal_filter", "seed", "template", "user_format",
-            "assistant_format", "add_bos", "max_length", "on_bad_row")}
-        settings.update(split=split, source=self.train if split == "train" else self.val, cls=type(self).__qualname__,
-                        version=CACHE_VERSION, tokenizer=[tok.name_or_path, type(tok).__name__, len(tok),
-                                                          tok.bos_token, tok.eos_token, tok.chat_template])
-        for name in ("train", "val", "refusals"):  # local files: their content matters, not just the path
-            path = Path(str(getattr(self, name)))
-            if path.is_file():
+        settings = {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)
+                    if f.init and f.name not in NOT_IN_CACHE_KEY}
+        settings["_build"] = {"split": split, "cls": f"{type(self).__module__}.{type(self).__qualname__}",
+                              "version": CACHE_VERSION,
+                              "tokenizer": [tok.name_or_path, type(tok).__name__, len(tok), tok.bos_token,
+                                            tok.eos_token, tok.chat_template]}
+        for name, source in self.source_files().items():  # local files: their content matters, not just the path
+            path = Path(str(source))
+            if source is not None and path.is_file():
                 stat = path.stat()
-                settings[f"{name}_stat"] = [stat.st_size, stat.st_mtime_ns]
-        return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:20]
+                settings["_build"][f"{name}_stat"] = [stat.st_size, stat.st_mtime_ns]
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
 
     def dataset(self, split: str):
         """The tokenised ``datasets.Dataset`` of ``split``, built once and then loaded from the cache."""
         if split in self._datasets:
             return self._datasets[split]
-        import datasets
+        import datasets  # deferred: a heavy import (pyarrow), needed only once data is built
 
         root = self.cache_dir or os.environ.get("RT_LIGHTNING_DATASET_CACHE") or cache_root() / "datasets"
         folder = Path(root) / f"{split}-{self._cache_key(split)}"
@@ -260,3 +294,16 @@ class SFTDataModule(L.LightningDataModule):
                                       clean_up_tokenization_spaces=False),
                    "trainable_text": tok.decode(trained, skip_special_tokens=False,
                                                 clean_up_tokenization_spaces=False)}
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as JSON for the cache key: dataclasses and class_path objects (templates, layouts) in full."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    attributes = ({f.name: getattr(value, f.name) for f in dataclasses.fields(value)} if dataclasses.is_dataclass(value)
+                  else {k: v for k, v in vars(value).items() if not k.startswith("_")})  # "_x": runtime state
+    return {"class_path": f"{type(value).__module__}.{type(value).__qualname__}", "init_args": _jsonable(attributes)}

@@ -50,5 +50,5 @@ def register_mode(name: str, mode: Mode) -> Mode:
 
 def get_mode(name: str) -> Mode:
     if name not in MODES:
-        raise ValueError(f"Unknown mode {name!r}; choose one of {sorted(MODES)} (or 'refusal' for the refusal mixture)")
+        raise ValueError(f"Unknown mode {name!r}; choose one of {sorted(MODES)} or add one with register_mode")
     return MODES[name]

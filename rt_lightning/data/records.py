@@ -11,7 +11,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def _read_csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
 
 
 def _read_parquet_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    import datasets
+    import datasets  # deferred: a heavy import (pyarrow) that only these readers need
 
     yield from enumerate(datasets.Dataset.from_parquet(str(path)))
 
@@ -105,7 +105,7 @@ def read_rows(source: str, split: str = "train") -> Iterator[tuple[int, dict]]:
         return
     if source.startswith((".", "/", "~")) or Path(source).suffix.lower() in READERS:
         raise DataError(f"{source}: no such file")
-    import datasets
+    import datasets  # deferred: a heavy import (pyarrow) that only these readers need
 
     yield from enumerate(datasets.load_dataset(source, split=split))
 
@@ -161,14 +161,27 @@ NORMALISERS: dict[str, Normaliser] = {
 }
 
 
-def fields(instruction: str, response: str, input: str | None = None) -> Normaliser:
-    """A normaliser for any layout: name the fields holding the instruction, the response and an optional input."""
+class FieldLayout:
+    """The layout of any file: name the fields holding the instruction, the response and an optional input.
 
-    def normalise(row: dict, where: str):
-        extra = _field(row, input, where) if input and input in row else ""
-        return join_input(_field(row, instruction, where), extra), _field(row, response, where)
+    Select it with ``layout: {class_path: rt_lightning.data.FieldLayout, init_args: {instruction: q, response: a}}``.
+    """
 
-    return normalise
+    def __init__(self, instruction: str = "instruction", response: str = "response", input: Optional[str] = None):
+        """
+        Args:
+            instruction: The field holding the instruction.
+            response: The field holding the response.
+            input: An optional field appended to the instruction after a blank line (Alpaca's rule).
+        """
+        self.instruction, self.response, self.input = instruction, response, input
+
+    def __call__(self, row: dict, where: str) -> tuple[str, str]:
+        extra = _field(row, self.input, where) if self.input and self.input in row else ""
+        return join_input(_field(row, self.instruction, where), extra), _field(row, self.response, where)
+
+    def __repr__(self) -> str:
+        return f"FieldLayout(instruction={self.instruction!r}, response={self.response!r}, input={self.input!r})"
 
 
 def detect_layout(row: dict) -> str:
@@ -181,7 +194,8 @@ def detect_layout(row: dict) -> str:
         return "dolly"
     if {"instruction", "output"} <= keys:
         return "alpaca"
-    raise DataError(f"cannot tell the layout of rows with fields {sorted(keys)}; set `layout` or the field names")
+    raise DataError(f"cannot tell the layout of rows with fields {sorted(keys)}; "
+                    "set `layout` (a name or a FieldLayout)")
 
 
 def load_records(source: str, layout: str | Normaliser = "auto", split: str = "train", on_bad_row: str = "error",
@@ -189,7 +203,8 @@ def load_records(source: str, layout: str | Normaliser = "auto", split: str = "t
     """Read ``source`` and normalise every row into a ``Record``.
 
     Args:
-        layout: a key of ``NORMALISERS``, ``"auto"`` (guess from the first row), or a normaliser function.
+        layout: a key of ``NORMALISERS``, ``"auto"`` (guess from the first row), or a normaliser (a function or a
+            ``FieldLayout``).
         on_bad_row: ``"error"`` stops at the first bad row with its file and row; ``"skip"`` drops it, counts and logs.
         limit: keep only the first ``limit`` records (``lima`` defaults to the paper's 1,000).
     """

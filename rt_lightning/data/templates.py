@@ -1,14 +1,21 @@
 """Templates render a conversation to text *and* the character spans that are trained.
 
 Labels come from these character spans (via the tokenizer's offsets), never from searching for a response marker
-in token ids — the bug class behind TRL's old completion-only collator (paper-notes §8.9). The same template object
-renders training examples, ``inspect`` output and inference prompts.
+in token ids. That search is what the paper's code does (TRL's ``DataCollatorForCompletionOnlyLM``), and it fails
+when the tag tokenises differently in context: a response starting with a newline merges into the tag's last token,
+the match is missed and the whole example is masked. The same template object renders training examples,
+``inspect`` output and inference prompts.
+
+``data.template`` names a registered template (``tulu``, ``chat``, or one added with ``register_template``) or picks
+any ``Template`` subclass by ``class_path`` with its init args, like litgpt's ``prompt_style``. What comes from the
+tokenizer (its EOS token, its chat template) is filled in by ``bind`` when the data module builds the template.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 from rt_lightning.data.modes import Message
 
@@ -25,6 +32,10 @@ class Rendered:
 class Template:
     """Base class: ``render`` a training conversation, ``prompt`` an instruction for generation."""
 
+    def bind(self, tokenizer) -> "Template":
+        """This template ready for ``tokenizer`` (a copy when something is filled in from it)."""
+        return self
+
     def render(self, messages: Sequence[Message]) -> Rendered:
         raise NotImplementedError
 
@@ -32,22 +43,49 @@ class Template:
         """The inference prompt for one instruction (the same for IT and RT models)."""
         raise NotImplementedError
 
+    def __repr__(self) -> str:  # settings only; "_x" attributes are runtime state (e.g. a bound tokenizer)
+        settings = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({settings})"
+
+
+TULU_USER = "<|user|>\n{content}\n"
+TULU_ASSISTANT = "<|assistant|>\n{content}{eos}\n"
+TULU_SYSTEM = "<|system|>\n{content}\n"
+
 
 class TextTemplate(Template):
     """A plain-text template given by one format string per role; ``{content}`` and ``{eos}`` are filled in.
 
     The trained span of an assistant message runs from ``{content}`` to the end of its format string, so the
-    end-of-turn text (EOS and newline for Tulu) is learned too — that is how the model learns to stop.
+    end-of-turn text (EOS and newline for Tulu) is learned too — that is how the model learns to stop. Select it with
+    ``template: {class_path: rt_lightning.data.TextTemplate, init_args: {user: ..., assistant: ...}}``.
     """
 
-    def __init__(self, eos_token: str, user: str, assistant: str, system: str = "<|system|>\n{content}\n"):
+    def __init__(self, user: str = TULU_USER, assistant: str = TULU_ASSISTANT, system: str = TULU_SYSTEM,
+                 eos_token: Optional[str] = None):
+        """
+        Args:
+            user: Format of a user turn; ``{content}`` and ``{eos}`` are filled in.
+            assistant: Format of an assistant turn; trained from ``{content}`` to its end.
+            system: Format of a system turn.
+            eos_token: Text of ``{eos}``; null = the tokenizer's EOS token, filled in by ``bind``.
+        """
         if assistant.count("{content}") != 1:
             raise ValueError(f"assistant format must contain '{{content}}' exactly once: {assistant!r}")
         self.eos_token = eos_token
         self.formats = {"system": system, "user": user, "assistant": assistant}
 
+    def bind(self, tokenizer) -> "TextTemplate":
+        if self.eos_token is not None:
+            return self
+        bound = copy.copy(self)
+        bound.eos_token = tokenizer.eos_token
+        return bound
+
     def _fill(self, fmt: str, content: str) -> tuple[str, int]:
         """Return the filled string and where the content starts in it."""
+        if self.eos_token is None:
+            raise ValueError(f"{type(self).__name__} has no EOS token yet: call bind(tokenizer) or give eos_token")
         head, tail = fmt.split("{content}")
         head = head.replace("{eos}", self.eos_token)
         return head + content + tail.replace("{eos}", self.eos_token), len(head)
@@ -69,13 +107,20 @@ class TextTemplate(Template):
         return user + self.formats["assistant"].split("{content}")[0].replace("{eos}", self.eos_token)
 
 
-TULU_USER = "<|user|>\n{content}\n"
-TULU_ASSISTANT = "<|assistant|>\n{content}{eos}\n"
-
-
-def tulu(eos_token: str) -> TextTemplate:
+class Tulu(TextTemplate):
     """The paper's template: ``<|user|>\\n{instruction}\\n<|assistant|>\\n{response}{EOS}\\n`` (tags are plain text)."""
-    return TextTemplate(eos_token, user=TULU_USER, assistant=TULU_ASSISTANT)
+
+    def __init__(self, eos_token: Optional[str] = None):
+        """
+        Args:
+            eos_token: Text of the EOS token; null = the tokenizer's, filled in by ``bind``.
+        """
+        super().__init__(TULU_USER, TULU_ASSISTANT, TULU_SYSTEM, eos_token)
+
+
+def tulu(eos_token: str) -> Tulu:
+    """The paper's template with ``eos_token`` filled in."""
+    return Tulu(eos_token)
 
 
 class ChatTemplate(Template):
@@ -85,14 +130,23 @@ class ChatTemplate(Template):
     where the rendering including that turn ends — so end-of-turn markers are trained, headers are not.
     """
 
-    def __init__(self, tokenizer):
+    def __init__(self):
+        self._tokenizer = None  # private: filled in by ``bind``, not a setting
+
+    def bind(self, tokenizer) -> "ChatTemplate":
         if not getattr(tokenizer, "chat_template", None):
-            raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no chat template; use template 'tulu' or 'custom'")
-        self.tokenizer = tokenizer
+            raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no chat template; use template 'tulu' or "
+                             "a TextTemplate")
+        bound = ChatTemplate()
+        bound._tokenizer = tokenizer
+        return bound
 
     def _apply(self, messages: Sequence[Message], add_generation_prompt: bool) -> str:
+        if self._tokenizer is None:
+            raise ValueError("ChatTemplate has no tokenizer yet: call bind(tokenizer)")
         conversation = [{"role": m.role, "content": m.content} for m in messages]
-        return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=add_generation_prompt)
+        return self._tokenizer.apply_chat_template(conversation, tokenize=False,
+                                                   add_generation_prompt=add_generation_prompt)
 
     def render(self, messages: Sequence[Message]) -> Rendered:
         text = self._apply(messages, add_generation_prompt=False)
@@ -104,7 +158,7 @@ class ChatTemplate(Template):
             through = self._apply(messages[: i + 1], add_generation_prompt=False)
             if not (text.startswith(through) and through.startswith(before)):
                 raise ValueError("chat template renders turns differently depending on what follows; "
-                                 "character spans cannot be derived — use template 'tulu' or 'custom'")
+                                 "character spans cannot be derived — use template 'tulu' or a TextTemplate")
             spans.append((len(before), len(through)))
         return Rendered(text, tuple(spans))
 
@@ -112,14 +166,30 @@ class ChatTemplate(Template):
         return self._apply([Message("user", instruction)], add_generation_prompt=True)
 
 
-TEMPLATES = ("tulu", "chat", "custom")
+TEMPLATES: dict[str, Callable[[], Template]] = {"tulu": Tulu, "chat": ChatTemplate}
+"""Templates selectable by name (``data.template: tulu``); each is built without arguments."""
 
 
-def build_template(name: str, tokenizer, user_format: str = TULU_USER, assistant_format: str = TULU_ASSISTANT) -> Template:
-    if name == "tulu":
-        return tulu(tokenizer.eos_token)
-    if name == "custom":
-        return TextTemplate(tokenizer.eos_token, user=user_format, assistant=assistant_format)
-    if name == "chat":
-        return ChatTemplate(tokenizer)
-    raise ValueError(f"Unknown template {name!r}; choose one of {TEMPLATES}")
+def register_template(name: str, factory: Callable[[], Template]) -> Callable[[], Template]:
+    """Make ``factory()`` selectable as ``data.template: <name>``."""
+    TEMPLATES[name] = factory
+    return factory
+
+
+def resolve_template(spec: str | Template) -> Template:
+    """The (not yet bound) template that ``spec`` names, or ``spec`` itself when it is a ``Template``."""
+    if isinstance(spec, Template):
+        return spec
+    if spec == "custom":
+        raise ValueError("data.template 'custom' is gone: set data.template to {class_path: "
+                         "rt_lightning.data.TextTemplate, init_args: {user: ..., assistant: ...}} (the formats of the "
+                         "removed data.user_format / data.assistant_format)")
+    if spec not in TEMPLATES:
+        raise ValueError(f"Unknown template {spec!r}; choose one of {sorted(TEMPLATES)} or give a Template class_path "
+                         "(e.g. rt_lightning.data.TextTemplate)")
+    return TEMPLATES[spec]()
+
+
+def build_template(spec: str | Template, tokenizer) -> Template:
+    """The template ``spec`` (a registered name or a ``Template``) bound to ``tokenizer``."""
+    return resolve_template(spec).bind(tokenizer)

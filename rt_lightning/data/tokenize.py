@@ -1,6 +1,6 @@
 """Rendered text + trainable character spans → ``input_ids`` and ``labels`` (``IGNORE_INDEX`` outside the spans).
 
-Rules (paper-notes §1.3–1.4): the full text is tokenised once, as the paper's code does; a token is trained when its
+Rules: the full text is tokenised once, as the paper's code does (TRL's SFTTrainer); a token is trained when its
 characters lie inside a trainable span; exactly one BOS leads when the tokenizer uses one; truncation keeps the head;
 an example left with no trainable token is an error naming its row (or a counted skip).
 """

@@ -15,36 +15,99 @@ from rt_lightning.commands.fit import RTLightningCLI
 from tests.support.files import write_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+# configs/reproduce/ holds presets of the `reproduce` command, not fit configs; they are tested with that command.
+CONFIGS = sorted(c for c in (ROOT / "configs").rglob("*.yaml") if "reproduce" not in c.relative_to(ROOT).parts)
+RECIPE = ROOT / "configs" / "recipes" / "qlora-paper.yaml"
 MODEL_CONFIGS = sorted((ROOT / "configs" / "models").glob("*.yaml"))
-OVERLAYS = sorted((ROOT / "configs" / "data").glob("*.yaml")) + sorted((ROOT / "configs" / "modes").glob("*.yaml"))
+OVERLAYS = [*sorted((ROOT / "configs" / "data").glob("*.yaml")), *sorted((ROOT / "configs" / "modes").glob("*.yaml")),
+            *sorted((ROOT / "configs" / "mixtures").glob("*.yaml"))]
+STRATEGIES = sorted((ROOT / "configs" / "strategies").glob("*.yaml"))
+STANDALONE = [c for c in CONFIGS if c.parent == ROOT / "configs"]
+RECIPES = sorted((ROOT / "configs" / "recipes").glob("*.yaml"))
 
 
-def test_configs_exist():
-    assert len(MODEL_CONFIGS) == 5 and len(OVERLAYS) >= 9
+def test_configs_exist_and_each_is_tested_below():
+    assert len(MODEL_CONFIGS) == 5 and len(OVERLAYS) >= 7 and RECIPE in RECIPES
+    assert sorted([*STANDALONE, *RECIPES, *MODEL_CONFIGS, *OVERLAYS, *STRATEGIES]) == CONFIGS
 
 
-@pytest.mark.parametrize("config", [c for c in CONFIGS if c.parent.name not in ("data", "modes", "strategies")],
-                         ids=lambda p: str(p.relative_to(ROOT)))
-def test_every_full_config_parses(config):
+@pytest.mark.parametrize("config", STANDALONE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_standalone_config_parses(config):
     cli = RTLightningCLI(args=["--config", str(config), "--trainer.accelerator", "cpu"], run=False)
     assert cli.datamodule.tokenizer == cli.model.hparams.model  # linked
 
 
+@pytest.mark.parametrize("config", MODEL_CONFIGS, ids=lambda p: p.name)
+def test_every_model_overlay_composes_with_the_recipe(config):
+    cli = RTLightningCLI(args=["--config", str(RECIPE), "--config", str(config), "--trainer.accelerator", "cpu"],
+                         run=False)
+    overlay, recipe = yaml.safe_load(config.read_text()), yaml.safe_load(RECIPE.read_text())
+    assert cli.model.hparams.model == cli.datamodule.tokenizer == overlay["model"]["model"]
+    assert cli.model.hparams.lora_r == recipe["model"]["lora_r"] == 64  # the recipe's, untouched by the overlay
+    run_dir = overlay["trainer"]["default_root_dir"]
+    assert run_dir == f"runs/{config.stem}" and cli.trainer.default_root_dir == run_dir
+    # The overlay's logger save_dir merges into the recipe's logger, which keeps its class and name.
+    assert cli.trainer.logger.save_dir == run_dir and cli.trainer.logger.name == "logs"
+    assert cli.trainer.accumulate_grad_batches == 8 and cli.datamodule.batch_size == 8
+
+
+def data_of(config: Path) -> dict:
+    return yaml.safe_load(config.read_text())["data"]["init_args"]
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
 def test_every_overlay_composes_with_a_model_config(overlay):
-    cli = RTLightningCLI(args=["--config", str(MODEL_CONFIGS[0]), "--config", str(overlay),
+    cli = RTLightningCLI(args=["--config", str(RECIPE), "--config", str(MODEL_CONFIGS[0]), "--config", str(overlay),
                                "--trainer.accelerator", "cpu"], run=False)
-    expected = yaml.safe_load(overlay.read_text())["data"]["init_args"]
-    for key, value in expected.items():
-        assert getattr(cli.datamodule, key) == value
+    for key, value in data_of(overlay).items():
+        got = getattr(cli.datamodule, key)
+        if isinstance(value, dict):  # a nested group, e.g. refusals: compare the keys the overlay sets
+            got = {k: getattr(got, k) for k in value}
+        assert got == value
 
 
-@pytest.mark.parametrize("overlay", sorted((ROOT / "configs" / "strategies").glob("*.yaml")), ids=lambda p: p.name)
+def test_refusal_count_is_an_override_and_any_mode_renders_the_mixture():
+    mixture = ROOT / "configs" / "mixtures" / "refusals.yaml"
+    for mode in ("it", "rt", "rt_empty"):
+        mode_overlay = ROOT / "configs" / "modes" / f"{mode}.yaml"
+        cli = RTLightningCLI(args=["--config", str(RECIPE), "--config", str(MODEL_CONFIGS[0]),
+                                   "--config", str(mode_overlay), "--config", str(mixture),
+                                   "--data.init_args.refusals.count", "500", "--trainer.accelerator", "cpu"], run=False)
+        refusals, source = cli.datamodule.refusals, data_of(mixture)["refusals"]["source"]
+        assert (cli.datamodule.mode, refusals.count, refusals.source) == (mode, 500, source)
+        assert refusals.filter == r"\b(ai|sorry)\b" and cli.datamodule.max_examples == 1000
+
+
+@pytest.mark.parametrize("old, new", [
+    (["--data.init_args.mode", "refusal"], "data.mode 'refusal' is gone"),
+    (["--data.init_args.num_refusals", "100"], "data.num_refusals → data.refusals.count"),
+    (["--data.init_args.refusal_mode", "it"], "data.refusal_mode → data.mode"),
+    (["--data.init_args.refusals", str(ROOT / "pyproject.toml")], "set data.refusals.source to"),
+])
+def test_removed_data_keys_stop_naming_the_new_key(old, new, capsys):
+    with pytest.raises((SystemExit, ValueError)) as raised:
+        RTLightningCLI(args=["--config", str(ROOT / "configs" / "quickstart.yaml"), *old], run=False)
+    assert new in str(raised.value) + capsys.readouterr().err
+
+
+def test_template_and_layout_by_class_path(tiny_model_dir, small_jsonl):
+    cli = RTLightningCLI(args=tiny_args(
+        tiny_model_dir, small_jsonl,
+        "--data.init_args.template",
+        '{class_path: rt_lightning.data.TextTemplate, init_args: {user: "Q: {content}\\n"}}',
+        "--data.init_args.layout", "{class_path: rt_lightning.data.FieldLayout, init_args: {input: response}}",
+        "--data.init_args.mode", "it"), run=False)
+    (row,) = cli.datamodule.inspect(limit=1)
+    instruction = "Question number 0?\n\nAnswer 0: the capital of France is Paris."  # instruction + input
+    assert row["text"].startswith(f"<s>Q: {instruction}\n<|assistant|>\n")
+
+
+@pytest.mark.parametrize("overlay", STRATEGIES, ids=lambda p: p.name)
 def test_strategy_overlays_parse(overlay, capsys):
     # Parsed only here (Lightning refuses FSDP1 off CUDA); tests/test_distributed.py runs it on CPUs.
     with pytest.raises(SystemExit):
-        RTLightningCLI(args=["fit", "--config", str(MODEL_CONFIGS[0]), "--config", str(overlay), "--print_config"])
+        RTLightningCLI(args=["fit", "--config", str(RECIPE), "--config", str(MODEL_CONFIGS[0]),
+                             "--config", str(overlay), "--print_config"])
     strategy = yaml.safe_load(capsys.readouterr().out)["trainer"]["strategy"]
     expected = yaml.safe_load(overlay.read_text())["trainer"]["strategy"]
     assert strategy == expected if isinstance(expected, str) else strategy["class_path"] == expected["class_path"]

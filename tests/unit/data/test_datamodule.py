@@ -1,12 +1,14 @@
-import json
+import dataclasses
+import re
 
 import pytest
-import torch
 
-from rt_lightning.data.datamodule import SFTDataModule
-from rt_lightning.data.modes import Message, register_mode, MODES
-from rt_lightning.data.records import DataError
 from rt_lightning.constants import IGNORE_INDEX
+from rt_lightning.data.datamodule import NOT_IN_CACHE_KEY, SFTDataModule
+from rt_lightning.data.mixtures import RefusalMixture
+from rt_lightning.data.modes import MODES, Message, register_mode
+from rt_lightning.data.records import DataError, FieldLayout
+from rt_lightning.data.templates import TextTemplate
 from tests.support.files import write_jsonl
 
 
@@ -31,23 +33,75 @@ def test_inspect_rows(tokenizer, small_jsonl, mode):
         assert row["row"] == i and row["source"] == str(small_jsonl)
 
 
-def test_refusal_mode_appends_filtered_refusals(tokenizer, small_jsonl, tmp_path, caplog):
-    refusals = write_jsonl(tmp_path / "ref.json", [
-        {"instruction": f"bad {i}", "input": "", "output": ("Sorry, I cannot." if i % 2 else "No.")} for i in range(10)])
-    dm = make(tokenizer, train=str(small_jsonl), mode="refusal", refusals=str(refusals), num_refusals=4)
-    rows = list(dm.inspect())
+def write_refusals(tmp_path):
+    return write_jsonl(tmp_path / "ref.json", [
+        {"instruction": f"bad {i}", "input": "", "output": "Sorry, I cannot." if i % 2 else "No."} for i in range(10)])
+
+
+def test_refusals_are_appended_filtered_and_rendered_with_the_mode(tokenizer, small_jsonl, tmp_path, caplog):
+    refusals = RefusalMixture(source=str(write_refusals(tmp_path)), count=4)
+    rows = list(make(tokenizer, train=str(small_jsonl), mode="rt", refusals=refusals).inspect())
     assert len(rows) == 16 and [r["refusal"] for r in rows].count(True) == 4
     assert all(r["trainable_text"] == "Sorry, I cannot.</s>\n" for r in rows[12:])
-    assert "<|user|>" not in rows[-1]["text"]  # rendered with refusal_mode=rt
+    assert "<|user|>" not in rows[-1]["text"]  # rendered with mode=rt
     assert "kept 5 of 10" in caplog.text
-    it = make(tokenizer, train=str(small_jsonl), mode="refusal", refusals=str(refusals), num_refusals=4,
-              refusal_mode="it")
+    it = make(tokenizer, train=str(small_jsonl), mode="it", refusals=refusals)
     assert "bad " in list(it.inspect())[-1]["text"]
 
 
-def test_refusal_mode_needs_a_refusal_source(tokenizer, small_jsonl):
-    with pytest.raises(ValueError, match="needs data.refusals"):
-        make(tokenizer, train=str(small_jsonl), mode="refusal").dataset("train")
+def test_a_registered_mode_gets_refusals_too(tokenizer, small_jsonl, tmp_path):
+    register_mode("shout", lambda r: [Message("assistant", r.response.upper(), trainable=True)])
+    try:
+        dm = make(tokenizer, train=str(small_jsonl), mode="shout",
+                  refusals={"source": str(write_refusals(tmp_path)), "count": 2})  # a plain dict works from Python
+        rows = list(dm.inspect())
+        assert isinstance(dm.refusals, RefusalMixture) and len(rows) == 14
+        assert [r["trainable_text"] for r in rows[12:]] == ["SORRY, I CANNOT.</s>\n"] * 2
+        assert all(r["refusal"] for r in rows[12:]) and not any(r["refusal"] for r in rows[:12])
+    finally:
+        MODES.pop("shout")
+
+
+def test_refusal_count_filter_and_seed_are_used(tokenizer, small_jsonl, tmp_path):
+    source = str(write_refusals(tmp_path))
+    none_pass = make(tokenizer, train=str(small_jsonl), refusals=RefusalMixture(source, count=1, filter="xyz"))
+    with pytest.raises(ValueError, match="only 0 pass the filter 'xyz'"):
+        none_pass.dataset("train")
+    rows = {seed: [r["row"] for r in make(tokenizer, train=str(small_jsonl), refusals=RefusalMixture(
+        source, count=3, filter="", seed=seed)).inspect()][12:] for seed in (0, 1)}
+    assert rows[0] != rows[1]
+
+
+@pytest.mark.parametrize("old, new", [
+    ({"mode": "refusal"}, "data.mode 'refusal' is gone: set data.mode to it/rt/rt_empty"),
+    ({"refusals": "ref.json"}, "set data.refusals.source to 'ref.json'"),
+    ({"num_refusals": 100}, "data.num_refusals → data.refusals.count"),
+    ({"refusal_mode": "it"}, "data.refusal_mode → data.mode"),
+    ({"refusal_filter": "x"}, "data.refusal_filter → data.refusals.filter"),
+    ({"instruction_field": "q", "input_field": "c"}, "data.instruction_field → data.layout: {class_path: "
+                                                     "rt_lightning.data.FieldLayout"),
+    ({"user_format": "{content}"}, "data.user_format → data.template: {class_path: rt_lightning.data.TextTemplate"),
+    ({"template": "custom"}, "data.template 'custom' is gone"),
+])
+def test_removed_keys_stop_naming_the_new_key(old, new):
+    with pytest.raises(ValueError, match=re.escape(new)):
+        SFTDataModule(val=None, **old)
+
+
+def test_field_layout_and_text_template_objects(tokenizer, tmp_path):
+    path = write_jsonl(tmp_path / "g.jsonl", [{"q": "Question", "ctx": "More", "a": "Answer"}])
+    dm = make(tokenizer, train=str(path), mode="it", layout=FieldLayout("q", "a", input="ctx"),
+              template=TextTemplate(user="Q: {content}\n", assistant="A: {content}{eos}"))
+    (row,) = dm.inspect()
+    assert row["text"] == "<s>Q: Question\n\nMore\nA: Answer</s>"
+    assert row["trainable_text"] == "Answer</s>"
+
+
+def test_unknown_layout_and_template_are_named_at_construction():
+    with pytest.raises(ValueError, match="Unknown layout 'limaa'"):
+        SFTDataModule(layout="limaa")
+    with pytest.raises(ValueError, match="Unknown template 'alpaca'"):
+        SFTDataModule(template="alpaca")
 
 
 def test_max_examples_is_a_seeded_subset(tokenizer, small_jsonl):
@@ -87,6 +141,34 @@ def test_tokenised_dataset_is_cached(tokenizer, small_jsonl, tmp_path, monkeypat
     assert again.dataset("train")[0] == first[0]
     other_mode = make(tokenizer, train=str(small_jsonl), mode="it", cache_dir=str(tmp_path / "c"))
     assert other_mode.dataset("train")[0]["input_ids"] != first[0]["input_ids"]
+
+
+def test_cache_key_covers_every_field_but_the_loader_settings(tokenizer, small_jsonl, tmp_path):
+    base = make(tokenizer, train=str(small_jsonl))
+    key = base._cache_key("train")
+    for name in NOT_IN_CACHE_KEY:
+        value = getattr(base, name)
+        other = {bool: lambda v: not v, int: lambda v: v + 1}.get(type(value), lambda v: str(tmp_path))(value)
+        assert make(tokenizer, train=str(small_jsonl), **{name: other})._cache_key("train") == key, name
+    changed = [{"max_length": 7}, {"split": "validation"}, {"add_bos": False},
+               {"refusals": RefusalMixture("r.json", count=100)}, {"refusals": RefusalMixture("r.json", count=101)},
+               {"layout": FieldLayout("q", "a")}, {"layout": FieldLayout("q", "b")},
+               {"template": TextTemplate(user="Q {content}")}, {"template": TextTemplate(user="Q: {content}")}]
+    keys = {make(tokenizer, train=str(small_jsonl), **c)._cache_key("train") for c in changed}
+    assert key not in keys and len(keys) == len(changed)
+
+
+def test_a_field_added_by_a_subclass_joins_the_cache_key(tokenizer, small_jsonl):
+    @dataclasses.dataclass
+    class WithPrefix(SFTDataModule):
+        prefix: str = ""
+
+    keys = set()
+    for prefix in ("", "x"):
+        dm = WithPrefix(train=str(small_jsonl), val=None, prefix=prefix)
+        dm.connect(tokenizer)
+        keys.add(dm._cache_key("train"))
+    assert len(keys) == 2
 
 
 def test_registered_mode_and_subclass_hooks(tokenizer, small_jsonl):

@@ -1,10 +1,11 @@
 import random
+import re
 
 import pytest
 
-from rt_lightning.data.mixtures import filter_refusals, mix_refusals, seeded_subset
+from rt_lightning.data.mixtures import RefusalMixture, filter_refusals, mix_refusals, seeded_subset
 from rt_lightning.data.records import Record, load_records
-from tests.support.files import requires_shared
+from tests.support.files import requires_shared, write_jsonl
 
 
 def test_seeded_subset_matches_the_papers_global_random_sampler():
@@ -38,3 +39,19 @@ def test_safety_tuned_llamas_filter_count():
     refusals = load_records(str(path), layout="refusals")
     assert len(refusals) == 2483
     assert len(filter_refusals(refusals)) == 1829
+
+
+def test_refusal_mixture_defaults_are_the_papers_and_it_checks_its_settings(tmp_path):
+    assert (RefusalMixture("x").filter, RefusalMixture("x").seed) == (r"\b(ai|sorry)\b", 0)
+    with pytest.raises(ValueError, match="count must be >= 0"):
+        RefusalMixture("x", count=-1)
+    with pytest.raises(re.error):
+        RefusalMixture("x", filter="(")
+
+
+def test_refusal_mixture_equals_mix_refusals(tmp_path):
+    rows = [{"instruction": f"bad{i}", "input": "", "output": f"Sorry ({i})." if i % 3 else "No."} for i in range(30)]
+    source = write_jsonl(tmp_path / "refusals.json", rows)
+    base = [Record(f"q{i}", f"a{i}") for i in range(5)]
+    mixed = RefusalMixture(str(source), count=7, seed=3).mix(base)
+    assert mixed == mix_refusals(base, load_records(str(source), layout="refusals"), 7, seed=3)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from rt_lightning.data.records import DataError, fields, load_records
+from rt_lightning.data.records import DataError, FieldLayout, load_records
 from tests.support.files import write_jsonl
 
 
@@ -37,7 +37,7 @@ def test_lima_keeps_first_thousand(tmp_path):
 
 def test_generic_field_mapping(tmp_path):
     path = write_jsonl(tmp_path / "g.jsonl", [{"q": "Question", "ctx": "More", "a": "Answer"}])
-    record = load_records(str(path), layout=fields("q", "a", input="ctx"))[0]
+    record = load_records(str(path), layout=FieldLayout("q", "a", input="ctx"))[0]
     assert (record.instruction, record.response) == ("Question\n\nMore", "Answer")
 
 

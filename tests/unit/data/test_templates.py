@@ -2,7 +2,14 @@ import pytest
 
 from rt_lightning.data.modes import MODES, Message
 from rt_lightning.data.records import Record
-from rt_lightning.data.templates import ChatTemplate, TextTemplate, build_template, tulu
+from rt_lightning.data.templates import (
+    TEMPLATES,
+    TextTemplate,
+    Tulu,
+    build_template,
+    register_template,
+    tulu,
+)
 
 RECORD = Record("Name a colour.", "Blue.")
 
@@ -32,7 +39,7 @@ def test_inference_prompt_is_the_same_for_it_and_rt():
 
 
 def test_custom_template_spans_cover_content_and_turn_end():
-    template = TextTemplate("</s>", user="### Q: {content}\n", assistant="### A: {content} {eos}\n\n")
+    template = TextTemplate(user="### Q: {content}\n", assistant="### A: {content} {eos}\n\n", eos_token="</s>")
     r = template.render(MODES["it"](RECORD))
     assert r.text == "### Q: Name a colour.\n### A: Blue. </s>\n\n"
     assert [r.text[s:e] for s, e in r.spans] == ["Blue. </s>\n\n"]
@@ -41,7 +48,7 @@ def test_custom_template_spans_cover_content_and_turn_end():
 
 def test_custom_template_needs_content_once():
     with pytest.raises(ValueError, match="exactly once"):
-        TextTemplate("</s>", user="{content}", assistant="no placeholder")
+        TextTemplate(user="{content}", assistant="no placeholder")
 
 
 def test_chat_template_spans_from_prefix_renders(tokenizer):
@@ -59,9 +66,37 @@ def test_chat_template_spans_from_prefix_renders(tokenizer):
 
 def test_chat_template_requires_one(tokenizer):
     with pytest.raises(ValueError, match="no chat template"):
-        ChatTemplate(tokenizer)
+        build_template("chat", tokenizer)
 
 
 def test_unknown_template(tokenizer):
     with pytest.raises(ValueError, match="Unknown template 'alpaca'"):
         build_template("alpaca", tokenizer)
+
+
+def test_eos_is_bound_from_the_tokenizer(tokenizer):
+    unbound = TextTemplate(user="Q {content}\n", assistant="A {content}{eos}")
+    with pytest.raises(ValueError, match="call bind"):
+        unbound.prompt("x")
+    bound = build_template(unbound, tokenizer)
+    assert bound.eos_token == tokenizer.eos_token and unbound.eos_token is None  # a copy; the spec stays unbound
+    assert build_template(TextTemplate(eos_token="<END>"), tokenizer).eos_token == "<END>"  # given: kept
+
+
+def test_names_and_instances_select_the_same_template(tokenizer):
+    by_name, by_class = build_template("tulu", tokenizer), build_template(Tulu(), tokenizer)
+    assert isinstance(by_name, Tulu) and by_name.formats == by_class.formats == tulu("</s>").formats
+    assert by_name.render(MODES["it"](RECORD)) == tulu(tokenizer.eos_token).render(MODES["it"](RECORD))
+
+
+def test_register_template(tokenizer):
+    register_template("qa", lambda: TextTemplate(user="Q: {content}\n", assistant="A: {content}{eos}\n"))
+    try:
+        assert build_template("qa", tokenizer).prompt("Hi") == "Q: Hi\nA: "
+    finally:
+        TEMPLATES.pop("qa")
+
+
+def test_removed_custom_name_points_at_the_class(tokenizer):
+    with pytest.raises(ValueError, match="rt_lightning.data.TextTemplate"):
+        build_template("custom", tokenizer)

@@ -3,8 +3,7 @@ import pytest
 from rt_lightning.data.modes import MODES
 from rt_lightning.data.records import DataError, Record
 from rt_lightning.data.templates import Rendered, tulu
-from rt_lightning.data.tokenize import (IGNORE_INDEX, Tokenized, tokenize_batch, tokenizer_adds_bos,
-                                        truncate_and_check)
+from rt_lightning.data.tokenize import IGNORE_INDEX, Tokenized, tokenize_batch, tokenizer_adds_bos, truncate_and_check
 
 RECORDS = [Record("What is the capital of France?", "The capital of France is Paris."),
            Record("Give tips", "\nHere are three tips: sleep well."),  # leading newline: the paper's mask bug
