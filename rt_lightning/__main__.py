@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("inspect", "Write what is trained, per example: the rendered text and the tokens that carry loss."),
     "eval": ("eval", "Generate for benchmarks (or score a file of responses) and score them, resumably."),
     "judge": ("judge", "LLM-judge eval outputs: refusal, pairwise (RT vs IT) or JustEval aspects, resumably."),
+    "reproduce": ("reproduce", "The paper's grid end to end: train arms, evaluate, report verdicts (resumable)."),
     "export": ("export", "Turn an adapter-only checkpoint into a PEFT adapter folder and/or a merged HF model."),
     "export-alpaca-eval": ("export_alpaca_eval", "Write AlpacaEval's model_outputs.json from an eval results file."),
 }
