@@ -111,3 +111,66 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, value: Any, indent: int | None = 2) -> Path:
     return atomic_write_text(path, json.dumps(value, indent=indent, ensure_ascii=False) + "\n")
+
+
+class FolderInUseError(RuntimeError):
+    """Another live process writes to the same output folder."""
+
+
+class FolderLock:
+    """One writer per output folder: a ``.lock`` file holding the writer's pid, created atomically.
+
+    Two ``eval`` runs on one folder would each write every row; the second is refused with the first one's pid
+    instead. A lock left by a process that no longer runs (killed with ``kill -9``) is taken over with a warning.
+    """
+
+    def __init__(self, folder: str | Path, what: str = "rt_lightning"):
+        self.path = Path(folder) / ".lock"
+        self.what = what
+        self._held = False
+
+    def acquire(self) -> "FolderLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None and owner != os.getpid() and _alive(owner):
+                    raise FolderInUseError(f"{self.path.parent} is being written by another {self.what} process "
+                                           f"(pid {owner}); wait for it, or use another output folder") from None
+                log.warning("%s: taking over a lock left by pid %s, which is no longer running", self.path, owner)
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+            self._held = True
+            return self
+        raise FolderInUseError(f"{self.path}: could not take the lock")
+
+    def _owner(self) -> int | None:
+        try:
+            return int(self.path.read_text().strip() or "0") or None
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        if self._held:
+            self.path.unlink(missing_ok=True)
+            self._held = False
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

@@ -37,4 +37,4 @@ def grouped_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
     # The option groups (model, data, prompt, generation) are dataclasses documented field by field.
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    auto_cli(evaluate, args=grouped_flags(argv), as_positional=False)
+    auto_cli(evaluate, args=grouped_flags(argv), as_positional=False, prog="python -m rt_lightning eval")

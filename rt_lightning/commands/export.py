@@ -36,4 +36,4 @@ def export(ckpt_path: str, output: str, merge: bool = False) -> Path:
 
 
 def main(argv: list[str]) -> None:
-    auto_cli(export, args=argv, as_positional=False)
+    auto_cli(export, args=argv, as_positional=False, prog="python -m rt_lightning export")

@@ -8,5 +8,5 @@ from rt_lightning.eval.alpaca_eval import to_alpaca_eval
 
 
 def main(argv: list[str]) -> None:
-    count = auto_cli(to_alpaca_eval, args=argv, as_positional=False)
+    count = auto_cli(to_alpaca_eval, args=argv, as_positional=False, prog="python -m rt_lightning export-alpaca-eval")
     print(f"wrote {count} AlpacaEval outputs")

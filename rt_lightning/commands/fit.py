@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 from jsonargparse import set_docstring_parse_options
 from lightning.pytorch.cli import LightningCLI
@@ -49,6 +52,19 @@ class RTLightningCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
 
+@contextmanager
+def command_line(argv: list[str], prog: str = "python -m rt_lightning") -> Iterator[None]:
+    """Run LightningCLI on ``argv`` as if it were the command line: given ``args`` while ``sys.argv`` holds other
+    words, it warns that both were given."""
+    saved = sys.argv
+    sys.argv = [prog, *argv]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
 def main(argv: list[str]) -> None:
     """``argv`` starts with the subcommand (``fit`` or ``validate``)."""
-    RTLightningCLI(args=argv)
+    with command_line(argv):
+        RTLightningCLI()

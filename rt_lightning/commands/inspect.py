@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal, Optional
 
-from rt_lightning.commands.fit import RTLightningCLI
+from rt_lightning.commands.fit import RTLightningCLI, command_line
 from rt_lightning.data.datamodule import SFTDataModule
 
 
@@ -55,5 +55,6 @@ def write_inspection(datamodule: SFTDataModule, split: str, limit: Optional[int]
 
 
 def main(argv: list[str]) -> None:
-    cli = InspectCLI(args=argv, run=False, trainer_defaults={"logger": False})
+    with command_line(argv, prog="python -m rt_lightning inspect"):
+        cli = InspectCLI(run=False, trainer_defaults={"logger": False})
     write_inspection(cli.datamodule, cli.config.split, cli.config.limit, cli.config.output)

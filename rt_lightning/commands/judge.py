@@ -25,4 +25,4 @@ def _renamed_task_flag(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
     # The client's settings are a dataclass documented field by field.
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    auto_cli(run_judge, args=_renamed_task_flag(argv), as_positional=False)
+    auto_cli(run_judge, args=_renamed_task_flag(argv), as_positional=False, prog="python -m rt_lightning judge")

@@ -29,6 +29,7 @@ from rt_lightning.eval.results import ResultsFile
 from rt_lightning.eval.scoring.nll import reference_nll
 from rt_lightning.generation import Generation, GenerationConfig, generate
 from rt_lightning.hub import load_causal_lm, load_tokenizer
+from rt_lightning.io import FolderLock
 from rt_lightning.model.checkpoint import load_module_from_checkpoint
 
 log = logging.getLogger(__name__)
@@ -207,10 +208,11 @@ def evaluate(
     if not responses and not model.given:
         raise ValueError("give --model.base (with optional --model.adapter), --model.ckpt_path, or --responses")
     out = Path(output_dir)
-    if responses:
-        metrics = score_responses_file(responses, BENCHMARKS[benchmarks[0]], data, out)
-    else:
-        metrics = generate_and_score([BENCHMARKS[b] for b in benchmarks], model, prompt, data, generation,
-                                     reference_nll, out)
-    write_summary(out, metrics)
+    with FolderLock(out, "eval"):  # two writers of one folder would each write every row
+        if responses:
+            metrics = score_responses_file(responses, BENCHMARKS[benchmarks[0]], data, out)
+        else:
+            metrics = generate_and_score([BENCHMARKS[b] for b in benchmarks], model, prompt, data, generation,
+                                         reference_nll, out)
+        write_summary(out, metrics)
     return metrics

@@ -8,7 +8,10 @@ how ``fit`` and ``eval`` are configured for all of them, and the throughput figu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
+
+import yaml
 
 
 @dataclass
@@ -113,17 +116,42 @@ def select_arms(arms: list[Arm], wanted: Optional[list[str]]) -> list[Arm]:
     return [known[w] for w in wanted]
 
 
+PUBLISHED_SIZES = {"advbench": 520, "harmbench": 300, "malicious_instruct": 100, "xstest": 450, "ifeval": 541,
+                   "alpaca_eval": 805, "just_eval": 1000, "mt_bench": 80, "response_ranking": 805}
+"""Prompts per benchmark, for the plan of a benchmark run in full (``null`` limit)."""
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
+
+
+def merged_fit_settings(preset: Preset) -> dict:
+    """``fit_configs`` then ``fit``, merged key by key as LightningCLI does (for the plan only)."""
+    merged: dict = {}
+    for path in preset.fit_configs:
+        file = Path(path)
+        if file.is_file():
+            merged = _merge(merged, yaml.safe_load(file.read_text(encoding="utf-8")) or {})
+    return _merge(merged, preset.fit)
+
+
 def estimate_seconds(preset: Preset, arm: Arm) -> dict[str, float]:
     """Rough cost of an arm from the preset's budget: training, generation and forward-only scoring."""
     budget, settings = preset.budget, preset.eval
-    epochs = float(preset.fit.get("trainer", {}).get("max_epochs", 1) or 1)
+    epochs = float(merged_fit_settings(preset).get("trainer", {}).get("max_epochs", 1) or 1)
     train = 0.0
     if arm.trained:
         examples = preset.train_examples + arm.refusals
         train = epochs * examples * preset.mean_train_tokens / budget.train_tokens_per_second
-    prompts = sum(n if n is not None else 450 for name, n in settings.benchmarks.items() if name != "response_ranking")
+    sizes = {name: min(n, PUBLISHED_SIZES.get(name, n)) if n is not None else PUBLISHED_SIZES.get(name, 500)
+             for name, n in settings.benchmarks.items()}
+    prompts = sum(n for name, n in sizes.items() if name != "response_ranking")
     generate = prompts * min(budget.mean_generated_tokens, settings.max_new_tokens) / budget.generated_tokens_per_second
-    ranking = settings.benchmarks.get("response_ranking", 0) or 0
+    ranking = sizes.get("response_ranking", 0)
     score = 2 * ranking * 400 / budget.scored_tokens_per_second
     overhead = budget.overhead_seconds_per_arm * (2 if arm.trained else 1)
     return {"train": train, "generate": generate, "score": score, "overhead": overhead,

@@ -51,7 +51,7 @@ def test_tiny_grid_reports_resumes_and_survives_a_kill(tmp_path):
 
     # A rerun skips every finished arm and writes the same results.
     again = run(tmp_path, "straight")
-    assert again.stderr.count("done earlier, skipped") == len(ARMS)
+    assert (again.stdout + again.stderr).count("done earlier, skipped") == len(ARMS)
     assert json.loads((root / "results.json").read_text()) == results
 
     # Killed in the middle of an arm's training, then rerun: the same results as the uninterrupted run.

@@ -15,7 +15,7 @@ from typing import Optional, Union
 from rt_lightning.eval.judge.client import JudgeClient, JudgeClientConfig
 from rt_lightning.eval.judge.judges import Judge, JudgeName
 from rt_lightning.eval.results import ResultsFile
-from rt_lightning.io import atomic_write_json, atomic_write_text, iter_jsonl
+from rt_lightning.io import FolderLock, atomic_write_json, atomic_write_text, iter_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,8 @@ def run_judge(
                  for stem, path in zip(stems, inputs)]
 
     metrics_path = out / "judge_metrics.json"
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else {}
+    lock = FolderLock(out, "judge").acquire()  # two writers of one folder would judge (and pay for) every row twice
+    metrics = _read_metrics(metrics_path)
     judge_client = JudgeClient(client, cache_dir=cache_dir or out / "judge_cache")
     try:
         for key, items, extra in jobs:
@@ -139,4 +140,16 @@ def run_judge(
             log.info("%s: %s", key, {k: v for k, v in metrics[key].items() if not isinstance(v, (dict, list))})
     finally:
         judge_client.close()
+        lock.release()
     return metrics
+
+
+def _read_metrics(path: Path) -> dict:
+    """Earlier judge_metrics.json; an unreadable one is set aside (each job's numbers are recomputed from its rows)."""
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        log.warning("%s is unreadable (interrupted write?); recomputing the metrics of the inputs judged now", path)
+        return {}
