@@ -10,6 +10,7 @@ from rt_lightning.eval.benchmark import (
     HarmfulBenchmark,
     HelpfulBenchmark,
     IFEvalBenchmark,
+    ResponseRankingBenchmark,
     XSTestBenchmark,
 )
 from rt_lightning.eval.benchmarks import BENCHMARKS
@@ -25,7 +26,8 @@ def test_registry_types():
     assert kinds == {"advbench": HarmfulBenchmark, "harmbench": HarmfulBenchmark,
                      "malicious_instruct": HarmfulBenchmark,
                      "xstest": XSTestBenchmark, "ifeval": IFEvalBenchmark, "alpaca_eval": HelpfulBenchmark,
-                     "just_eval": HelpfulBenchmark, "mt_bench": HelpfulBenchmark}
+                     "just_eval": HelpfulBenchmark, "mt_bench": HelpfulBenchmark,
+                     "response_ranking": ResponseRankingBenchmark}
     assert all(b.name == name and b.hub and b.local for name, b in BENCHMARKS.items())
 
 
