@@ -17,8 +17,9 @@ import json
 import logging
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -92,21 +93,29 @@ class JsonlAppender:
         self.close()
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` so that a kill leaves either the old file or the new one."""
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """A file to write ``path`` through: a temporary file in the same folder, fsynced and renamed over ``path`` when
+    the block ends without an error, deleted when it does not. Readers never see a half-written ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(staging, path)
     except BaseException:
         Path(staging).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` so that a kill leaves either the old file or the new one."""
+    with atomic_open(path) as fh:
+        fh.write(text)
+    return Path(path)
 
 
 def atomic_write_json(path: str | Path, value: Any, indent: int | None = 2) -> Path:

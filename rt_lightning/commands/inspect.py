@@ -7,14 +7,13 @@ It takes every option of ``fit`` (``--config``, ``--data.*``, ``--model.model``)
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
-from pathlib import Path
+from contextlib import nullcontext
 from typing import Literal, Optional
 
 from rt_lightning.commands.fit import RTLightningCLI, command_line
 from rt_lightning.data.datamodule import SFTDataModule
+from rt_lightning.io import atomic_open
 
 
 class InspectCLI(RTLightningCLI):
@@ -30,25 +29,11 @@ def write_inspection(datamodule: SFTDataModule, split: str, limit: Optional[int]
     """Write the inspection rows; a file ``output`` is written aside and moved into place at the end, so a data
     error part-way leaves any previous output untouched."""
     count = trained = 0
-    if output:
-        target = Path(output)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, staging = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        out = os.fdopen(fd, "w", encoding="utf-8")
-    else:
-        out = sys.stdout
-    try:
+    with atomic_open(output) if output else nullcontext(sys.stdout) as out:
         for row in datamodule.inspect(split, limit):
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
             trained += row["num_trainable"]
-        if output:
-            out.close()
-            os.replace(staging, target)
-    finally:
-        if output and not out.closed:
-            out.close()
-            Path(staging).unlink(missing_ok=True)
     print(f"inspect: {count} examples, {trained} trainable tokens" + (f" → {output}" if output else ""),
           file=sys.stderr)
     return count

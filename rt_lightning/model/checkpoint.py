@@ -13,9 +13,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Optional
@@ -23,6 +21,7 @@ from typing import Any, Optional
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from rt_lightning.io import atomic_open
 from rt_lightning.model.module import ResponseTuningModule
 
 log = logging.getLogger(__name__)
@@ -38,18 +37,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, staging = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(checkpoint, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(staging, target)
-        except BaseException:
-            Path(staging).unlink(missing_ok=True)
-            raise
+        with atomic_open(path, "wb") as fh:
+            torch.save(checkpoint, fh)
 
 
 def read_checkpoint(path: str | Path) -> dict:
