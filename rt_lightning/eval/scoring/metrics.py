@@ -1,5 +1,5 @@
-"""Judge-free scores as torchmetrics ``Metric``s whose states are sums, so they are exact under DDP: a rate of
-true flags (refusal rate, false-refusal rate, stop rate) and a token-weighted mean (reference NLL per token).
+"""Judge-free scores as torchmetrics ``Metric``s whose states are sums, so they are exact under DDP: a pooled ratio
+of sums (reference NLL per token), and its special case the rate of true flags (refusal, false-refusal, stop rate).
 Each benchmark's aggregation into reported numbers is ``Benchmark.summarize`` (``rt_lightning.eval.benchmark``)."""
 
 from __future__ import annotations
@@ -10,31 +10,8 @@ import torch
 from torchmetrics import Metric
 
 
-class RateMetric(Metric):
-    """Fraction of true flags; ``update`` takes booleans. States are sums, so ranks merge exactly."""
-
-    full_state_update = False
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.add_state("hits", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, flags: Iterable[bool]) -> None:
-        flags = [bool(f) for f in flags]
-        self.hits += sum(flags)
-        self.total += len(flags)
-
-    def compute(self) -> torch.Tensor:
-        return self.hits / self.total if self.total > 0 else torch.tensor(float("nan"), dtype=torch.float64)
-
-
-class RefusalRate(RateMetric):
-    """RR on harmful prompts; on safe prompts the same number is the false-refusal rate (FRR)."""
-
-
 class TokenWeightedMean(Metric):
-    """Mean of per-row sums divided by per-row counts, pooled: e.g. reference NLL per token."""
+    """Sum of per-row values over the sum of per-row weights, pooled: e.g. reference NLL per token."""
 
     full_state_update = False
 
@@ -50,3 +27,15 @@ class TokenWeightedMean(Metric):
 
     def compute(self) -> torch.Tensor:
         return self.value / self.weight if self.weight > 0 else torch.tensor(float("nan"), dtype=torch.float64)
+
+
+class RateMetric(TokenWeightedMean):
+    """Fraction of true flags; ``update`` takes booleans (each flag weighs 1)."""
+
+    def update(self, flags: Iterable[bool]) -> None:  # type: ignore[override]
+        flags = [float(bool(f)) for f in flags]
+        super().update(flags, [1.0] * len(flags))
+
+
+class RefusalRate(RateMetric):
+    """RR on harmful prompts; on safe prompts the same number is the false-refusal rate (FRR)."""

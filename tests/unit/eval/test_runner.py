@@ -121,7 +121,7 @@ def test_every_benchmark_loads_from_the_shared_folder():
         pytest.skip("shared data folder absent")
     sizes = {name: len(load_benchmark(name, data_root=str(SHARED_DATA))) for name in BENCHMARKS}
     assert sizes == {"advbench": 520, "harmbench": 300, "malicious_instruct": 100, "xstest": 450, "ifeval": 541,
-                     "alpaca_eval": 805, "just_eval": 1000, "mt_bench": 80}
+                     "alpaca_eval": 805, "just_eval": 1000, "mt_bench": 80, "response_ranking": 805}
 
 
 def test_flat_flags_of_earlier_versions_set_the_grouped_options():
