@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from rt_lightning.data.datamodule import SFTDataModule
 from rt_lightning.constants import IGNORE_INDEX
+from rt_lightning.data.datamodule import SFTDataModule
 
 
 def rss_mb() -> float:

@@ -7,6 +7,8 @@ import importlib
 import logging
 import sys
 
+from rt_lightning.quiet import quiet_library_notices
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "fit": ("fit", "Train: QLoRA/LoRA fine-tuning on IT, RT or refusal-augmented data (LightningCLI)."),
     "validate": ("fit", "Validation loss (and the generation callback's metrics) of a config or checkpoint."),
@@ -39,6 +41,7 @@ def _configure_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    quiet_library_notices()  # before any command module: bitsandbytes warns while it is imported
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())

@@ -49,9 +49,10 @@ def save_tiny_model(folder: str | Path, tokenizer=None, seed: int = 0) -> str:
     return str(folder)
 
 
+# URIAL's preamble sentence ends in a space before the newline; URIAL-R is derived by replacing that sentence.
 TINY_URIAL = """# Instruction
 
-Below is a list of conversations between a human and an AI assistant (you). 
+Below is a list of conversations between a human and an AI assistant (you).\x20
 Users place their queries under "# Query:", and your responses are under  "# Answer:".
 You are a helpful, respectful, and honest assistant.
 

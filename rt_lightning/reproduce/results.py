@@ -12,8 +12,8 @@ import numpy as np
 
 from rt_lightning.eval.scoring.bootstrap import draws, grouped_ratio, interval
 from rt_lightning.io import read_jsonl
-from rt_lightning.reproduce.preset import Arm, Preset
 from rt_lightning.reproduce.pipeline import arm_dir
+from rt_lightning.reproduce.preset import Arm, Preset
 
 Rows = dict[str, list[dict]]
 Parts = list[list[list[tuple[float, float]]]]

@@ -1,7 +1,6 @@
 """Two CPU processes (gloo): DDP, FSDP1 and FSDP2 must train exactly like one process on the same global batch."""
 
 import csv
-import json
 import os
 import subprocess
 import sys

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rt_lightning.data.datamodule import SFTDataModule
+from rt_lightning.data.mixtures import RefusalMixture
 from rt_lightning.hub import EMBEDDED_GEMMA, load_tokenizer
 from tests.support.files import requires_shared
 
@@ -44,7 +45,7 @@ def test_lima_every_row_trains_exactly_response_eos_newline(gemma_tokenizer, mod
 def test_lima_refusal_500_gives_1500_rows(gemma_tokenizer, caplog):
     refusals = requires_shared("safety-tuned-llamas", "training", "safety_only_data_Instructions.json")
     caplog.set_level(logging.INFO, logger="rt_lightning")
-    dm = lima_module(gemma_tokenizer, mode="refusal", refusals=str(refusals), num_refusals=500)
+    dm = lima_module(gemma_tokenizer, mode="rt", refusals=RefusalMixture(source=str(refusals), count=500))
     rows = list(dm.inspect())
     assert len(rows) == 1500 and sum(r["refusal"] for r in rows) == 500
     assert "kept 1829 of 2483" in caplog.text

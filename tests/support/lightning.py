@@ -4,7 +4,6 @@ import time
 from contextlib import contextmanager
 
 import torch
-
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import FSDPStrategy
 

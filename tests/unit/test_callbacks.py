@@ -7,7 +7,7 @@ import lightning as L
 import pytest
 from lightning.pytorch.loggers import MLFlowLogger
 
-from rt_lightning.callbacks import SAMPLE_COLUMNS, GenerationValidation
+from rt_lightning.callbacks.generation_validation import SAMPLE_COLUMNS, GenerationValidation
 from rt_lightning.data.datamodule import SFTDataModule
 from rt_lightning.generation import GenerationConfig
 from rt_lightning.model.module import ResponseTuningModule

@@ -136,3 +136,27 @@ def test_gpu_greedy_matches_cpu_on_gemma(quantize):
         ta, tb = tok(a.text)["input_ids"], tok(b.text)["input_ids"]
         agree = next((i for i, (x, y) in enumerate(zip(ta, tb)) if x != y), min(len(ta), len(tb)))
         assert agree >= 16, (a.text, b.text)
+
+
+def test_dense_4bit_generation_gives_the_4bit_path_tokens_and_restores_the_model(tiny_model_dir, tokenizer):
+    pytest.importorskip("bitsandbytes")
+    from rt_lightning.hub import load_causal_lm
+    from rt_lightning.model.dense4bit import is_dequantized
+
+    model = load_causal_lm(tiny_model_dir, quantize="nf4", device_map={"": "cpu"})
+    config = GenerationConfig(max_new_tokens=10, batch_size=2)
+    dense = generate(model, tokenizer, PROMPTS, config)
+    assert not is_dequantized(model)
+    four_bit = generate(model, tokenizer, PROMPTS, GenerationConfig(**{**vars(config), "dequantize_4bit": False}))
+    assert [(g.text, g.num_tokens) for g in dense] == [(g.text, g.num_tokens) for g in four_bit]
+
+
+def test_the_lm_head_gets_a_contiguous_input(model, tokenizer):
+    """HF slices the prompt's last position (a strided view); CPU linear on it is ~400x slower for a large head."""
+    seen = []
+    handle = model.get_output_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    try:
+        generate(model, tokenizer, PROMPTS, GenerationConfig(max_new_tokens=2, batch_size=3))
+    finally:
+        handle.remove()
+    assert seen and all(x.is_contiguous() for x in seen)

@@ -8,8 +8,15 @@ import sys
 import pytest
 
 from rt_lightning.eval.results import ResultsFile
-from rt_lightning.io import (CorruptLineError, FolderInUseError, FolderLock, JsonlAppender, atomic_write_json,
-                             iter_jsonl, read_jsonl)
+from rt_lightning.io import (
+    CorruptLineError,
+    FolderInUseError,
+    FolderLock,
+    JsonlAppender,
+    atomic_write_json,
+    iter_jsonl,
+    read_jsonl,
+)
 
 
 def test_only_a_torn_last_line_is_dropped_and_repair_cuts_it(tmp_path):

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from rt_lightning.callbacks import heldout_benchmark
+from rt_lightning.callbacks.generation_validation import heldout_benchmark
 from rt_lightning.eval.benchmark import (
     BenchmarkRow,
     HarmfulBenchmark,

@@ -11,8 +11,13 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from rt_lightning.data import SFTDataModule
-from rt_lightning.model.checkpoint import (AtomicCheckpointIO, CheckpointError, find_resume_checkpoint,
-                                           load_module_from_checkpoint, read_checkpoint)
+from rt_lightning.model.checkpoint import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    find_resume_checkpoint,
+    load_module_from_checkpoint,
+    read_checkpoint,
+)
 from rt_lightning.model.module import ResponseTuningModule
 
 
