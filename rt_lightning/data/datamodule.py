@@ -23,20 +23,19 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
 import lightning as L
-from torch.utils.data import DataLoader
 
 from rt_lightning.constants import ASSETS_DIR, IGNORE_INDEX
 from rt_lightning.data.collate import PackCollator, PadCollator
 from rt_lightning.data.mixtures import RefusalMixture, seeded_subset
 from rt_lightning.data.modes import Message, get_mode
 from rt_lightning.data.records import NORMALISERS, DataError, FieldLayout, Record, load_records
-from rt_lightning.data.samplers import EvenShardSampler, WithFiller
+from rt_lightning.data.samplers import EvenShardSampler, ResumableLoader, WithFiller
 from rt_lightning.data.templates import Template, build_template, resolve_template
 from rt_lightning.data.tokenize import tokenize_batch, tokenizer_adds_bos, truncate_and_check
 from rt_lightning.hub import cache_root, load_tokenizer, pad_token_id
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 """Bump when tokenisation code changes meaning, so old caches are not reused."""
 QUICKSTART_DIR = ASSETS_DIR / "quickstart"
 NOT_IN_CACHE_KEY = frozenset({"batch_size", "packing", "shuffle", "num_workers", "cache_dir"})
@@ -76,7 +75,7 @@ class SFTDataModule(L.LightningDataModule):
     """Refusal augmentation (paper §5.1): ``source``, ``count``, ``filter``, ``seed``; null for none. (A bare string,
     the older form, stops with what to write instead.)"""
     seed: int = 0
-    """Seed of the base-subset sampler (the paper uses 0)."""
+    """Seed of the base-subset sampler (the paper uses 0) and of the per-epoch shuffle."""
     template: Union[str, Template] = "tulu"
     """tulu (the paper's), chat (the tokenizer's own chat template), a name added with ``register_template``, or a
     ``Template`` class_path with its init args (e.g. ``rt_lightning.data.TextTemplate`` with user/assistant formats)."""
@@ -94,11 +93,13 @@ class SFTDataModule(L.LightningDataModule):
     """Lay each micro-batch's examples end to end in one row, without padding and without cross-example attention
     (exact: the model checks once that packed and separate sequences agree). False pads each example instead."""
     shuffle: bool = True
-    """Shuffle training examples each epoch (seeded by ``seed_everything``); false keeps file order."""
+    """Shuffle training examples each epoch, in an order fixed by ``seed`` and the epoch (the same for any number of
+    processes, and restored exactly on resume); false keeps file order."""
     num_workers: int = 0
     """DataLoader worker processes."""
     cache_dir: Optional[str] = None
-    """Where tokenised datasets are cached; null = ``$RT_LIGHTNING_DATASET_CACHE`` or ``$RT_LIGHTNING_CACHE/datasets``."""
+    """Where tokenised datasets are cached; null = ``$RT_LIGHTNING_DATASET_CACHE`` or
+    ``$RT_LIGHTNING_CACHE/datasets``."""
 
     # Removed keys, accepted only to stop with what replaced them (``REMOVED_KEYS``); null = not given.
     refusal_mode: InitVar[Optional[str]] = None
@@ -184,7 +185,7 @@ class SFTDataModule(L.LightningDataModule):
         template, tokenizer = self.build_template(), self.hf_tokenizer
         add_bos = tokenizer_adds_bos(tokenizer) if self.add_bos is None else self.add_bos
         rendered = [template.render(self.to_messages(r)) for r in records]
-        kept_records, examples, skipped, split_count = [], [], 0, 0
+        kept_records, examples, skipped, split_count, special_count = [], [], 0, 0, 0
         for start in range(0, len(records), 1024):
             chunk = tokenize_batch(tokenizer, rendered[start:start + 1024], add_bos)
             for record, tokenized in zip(records[start:start + 1024], chunk):
@@ -197,11 +198,15 @@ class SFTDataModule(L.LightningDataModule):
                     log.warning("Skipping example: %s", err)
                     continue
                 split_count += tokenized.split_at_boundary
+                special_count += tokenized.special_text_in_data
                 kept_records.append(record)
                 examples.append({"input_ids": tokenized.input_ids, "labels": tokenized.labels,
                                  "source": record.source, "row": record.row})
         if skipped:
             log.warning("%s: skipped %d example(s) with no trainable tokens", source, skipped)
+        if special_count:
+            log.warning("%s: %d example(s) hold special-token text (e.g. %r) in their data; it is trained as plain "
+                        "text, not as the special token", source, special_count, tokenizer.eos_token)
         if split_count:
             log.info("%s: %d example(s) had a token across a span edge and were split there", source, split_count)
         log.info("%s split: %d examples (mode=%s, template=%s)", split, len(examples), self.mode, self.template)
@@ -218,7 +223,7 @@ class SFTDataModule(L.LightningDataModule):
         settings["_build"] = {"split": split, "cls": f"{type(self).__module__}.{type(self).__qualname__}",
                               "version": CACHE_VERSION,
                               "tokenizer": [tok.name_or_path, type(tok).__name__, len(tok), tok.bos_token,
-                                            tok.eos_token, tok.chat_template]}
+                                            tok.eos_token, tok.chat_template, tokenizer_fingerprint(tok)]}
         for name, source in self.source_files().items():  # local files: their content matters, not just the path
             path = Path(str(source))
             if source is not None and path.is_file():
@@ -262,20 +267,20 @@ class SFTDataModule(L.LightningDataModule):
         pad_id = pad_token_id(self.hf_tokenizer)
         return PackCollator(pad_id) if self.packing else PadCollator(pad_id)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool) -> ResumableLoader:
+        """One loader for one or many processes: the epoch's order comes from ``seed`` and the epoch alone, and a
+        checkpoint written mid-epoch records how far the epoch got (``samplers.py``)."""
         dataset, collate = self.dataset(split), self.collator()
         trainer = getattr(self, "trainer", None)
-        if trainer is not None and trainer.world_size > 1:
-            sampler = EvenShardSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=shuffle, seed=self.seed)
-            return DataLoader(WithFiller(dataset, collate.pad_token_id), batch_size=self.batch_size, sampler=sampler,
-                              collate_fn=collate, num_workers=self.num_workers)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate,
-                          num_workers=self.num_workers)
+        world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = EvenShardSampler(dataset, world_size, rank, shuffle=shuffle, seed=self.seed)
+        return ResumableLoader(WithFiller(dataset, collate.pad_token_id), batch_size=self.batch_size, sampler=sampler,
+                               collate_fn=collate, num_workers=self.num_workers)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableLoader:
         return self._loader("train", self.shuffle)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> ResumableLoader | list:
         return self._loader("val", False) if self.val else []
 
     # --- inspection ---------------------------------------------------------------------------------------------
@@ -294,6 +299,15 @@ class SFTDataModule(L.LightningDataModule):
                                       clean_up_tokenization_spaces=False),
                    "trainable_text": tok.decode(trained, skip_special_tokens=False,
                                                 clean_up_tokenization_spaces=False)}
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of everything that maps text to ids: the full serialised fast tokenizer (vocabulary, merges, added
+    tokens, normaliser, pre-tokeniser), else the vocabulary with its ids. A vocabulary edited in place, with the same
+    size and special tokens, gets a new fingerprint and so a new cache entry."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _jsonable(value: Any) -> Any:

@@ -38,7 +38,11 @@ class Record:
         return f"{self.source}, row {self.row}"
 
 
-def _check_utf8(row: dict, where: str) -> dict:
+RowOrError = "tuple[int, dict | DataError]"
+"""What a reader yields: a row, or the ``DataError`` of a row that could not be read (``on_bad_row`` decides)."""
+
+
+def _check_utf8(row: dict, where: str) -> dict | DataError:
     # Files are decoded with "surrogateescape" so one bad byte sequence cannot hide which row it sits in;
     # here any string still holding an escaped byte is reported with that row.
     for key, value in row.items():
@@ -46,23 +50,23 @@ def _check_utf8(row: dict, where: str) -> dict:
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError as err:
-                raise DataError(f"{where}: field {key!r} is not valid UTF-8 (byte {err.object[err.start]!r})") from None
+                return DataError(f"{where}: field {key!r} is not valid UTF-8 (byte {err.object[err.start]!r})")
     return row
 
 
-def _read_json_rows(path: Path) -> Iterator[tuple[int, dict]]:
+def _read_json_rows(path: Path) -> Iterator[RowOrError]:
     text = path.read_bytes().decode("utf-8", errors="surrogateescape")
-    if text.lstrip()[:1] == "[":  # one JSON array
+    if text.lstrip()[:1] == "[":  # one JSON array: if it does not parse, no row can be read (never skippable)
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as err:
             raise DataError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from err
         for index, row in enumerate(rows):
-            if not isinstance(row, dict):
-                raise DataError(f"{path}, row {index}: expected a JSON object, got {type(row).__name__}")
-            yield index, _check_utf8(row, f"{path}, row {index}")
+            where = f"{path}, row {index}"
+            yield index, _check_utf8(row, where) if isinstance(row, dict) else \
+                DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
         return
-    index = 0  # JSON Lines
+    index = 0  # JSON Lines: a bad line is a bad row, and still counts as a row so later rows keep their numbers
     for line_number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
@@ -70,32 +74,33 @@ def _read_json_rows(path: Path) -> Iterator[tuple[int, dict]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(f"{where}: invalid JSON: {err.msg}") from err
-        if not isinstance(row, dict):
-            raise DataError(f"{where}: expected a JSON object")
-        yield index, _check_utf8(row, where)
+            yield index, DataError(f"{where}: invalid JSON: {err.msg}")
+        else:
+            yield index, _check_utf8(row, where) if isinstance(row, dict) else \
+                DataError(f"{where}: expected a JSON object")
         index += 1
 
 
-def _read_csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
+def _read_csv_rows(path: Path) -> Iterator[RowOrError]:
     text = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
     for index, row in enumerate(csv.DictReader(text.splitlines(keepends=True))):
         yield index, _check_utf8(row, f"{path}, row {index}")
 
 
-def _read_parquet_rows(path: Path) -> Iterator[tuple[int, dict]]:
+def _read_parquet_rows(path: Path) -> Iterator[RowOrError]:
     import datasets  # deferred: a heavy import (pyarrow) that only these readers need
 
     yield from enumerate(datasets.Dataset.from_parquet(str(path)))
 
 
-READERS: dict[str, Callable[[Path], Iterator[tuple[int, dict]]]] = {
+READERS: dict[str, Callable[[Path], Iterator[RowOrError]]] = {
     ".json": _read_json_rows, ".jsonl": _read_json_rows, ".csv": _read_csv_rows, ".parquet": _read_parquet_rows,
 }
 
 
-def read_rows(source: str, split: str = "train") -> Iterator[tuple[int, dict]]:
-    """Yield ``(row, dict)`` from a local json/jsonl/csv/parquet file, or from a hub dataset via ``load_dataset``."""
+def read_rows_or_errors(source: str, split: str = "train") -> Iterator[RowOrError]:
+    """Yield ``(row, dict)`` from a local json/jsonl/csv/parquet file, or from a hub dataset via ``load_dataset``;
+    a row that cannot be read (bad JSON line, bad UTF-8, not an object) comes as ``(row, DataError)``."""
     path = Path(source).expanduser()
     if path.exists():
         reader = READERS.get(path.suffix.lower())
@@ -108,6 +113,14 @@ def read_rows(source: str, split: str = "train") -> Iterator[tuple[int, dict]]:
     import datasets  # deferred: a heavy import (pyarrow) that only these readers need
 
     yield from enumerate(datasets.load_dataset(source, split=split))
+
+
+def read_rows(source: str, split: str = "train") -> Iterator[tuple[int, dict]]:
+    """``read_rows_or_errors`` that stops at the first row that cannot be read."""
+    for index, row in read_rows_or_errors(source, split):
+        if isinstance(row, DataError):
+            raise row
+        yield index, row
 
 
 def _field(row: dict, key: str, where: str) -> str:
@@ -205,7 +218,10 @@ def load_records(source: str, layout: str | Normaliser = "auto", split: str = "t
     Args:
         layout: a key of ``NORMALISERS``, ``"auto"`` (guess from the first row), or a normaliser (a function or a
             ``FieldLayout``).
-        on_bad_row: ``"error"`` stops at the first bad row with its file and row; ``"skip"`` drops it, counts and logs.
+        on_bad_row: ``"error"`` stops at the first bad row with its file and row; ``"skip"`` drops it, counts and logs
+            (file, row and line). Bad rows: a JSON Lines line that is not JSON or not an object, a field that is not
+            valid UTF-8, a missing or non-string field, an empty response. Never skippable: a ``.json`` array file
+            that does not parse as a whole (no row can be read), a missing file, an unknown layout.
         limit: keep only the first ``limit`` records (``lima`` defaults to the paper's 1,000).
     """
     if on_bad_row not in ("error", "skip"):
@@ -216,13 +232,15 @@ def load_records(source: str, layout: str | Normaliser = "auto", split: str = "t
         limit = LIMA_TRAIN_SIZE
     normalise = NORMALISERS.get(layout) if isinstance(layout, str) else layout
     records, skipped, dropped = [], 0, 0
-    for row_index, row in read_rows(source, split):
+    for row_index, row in read_rows_or_errors(source, split):
         if limit is not None and len(records) >= limit:
             break
         where = f"{source}, row {row_index}"
-        if normalise is None:
-            normalise = NORMALISERS[detect_layout(row)]
+        if normalise is None and not isinstance(row, DataError):
+            normalise = NORMALISERS[detect_layout(row)]  # outside the skip rule: a setting to fix, not a bad row
         try:
+            if isinstance(row, DataError):  # a line that is not JSON, bytes that are not UTF-8, not an object
+                raise row
             pair = normalise(row, where)
             if pair is None:
                 dropped += 1

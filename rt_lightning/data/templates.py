@@ -27,6 +27,9 @@ class Rendered:
     text: str
     spans: tuple[Span, ...]
     """Half-open character ranges of ``text`` that are trained."""
+    data: tuple[Span, ...] = ()
+    """Character ranges of ``text`` that hold data (the messages' contents) rather than template text: special-token
+    text there (a literal ``</s>`` in a response) is tokenised as plain text, never as the special token."""
 
 
 class Template:
@@ -91,16 +94,17 @@ class TextTemplate(Template):
         return head + content + tail.replace("{eos}", self.eos_token), len(head)
 
     def render(self, messages: Sequence[Message]) -> Rendered:
-        parts, spans, offset = [], [], 0
+        parts, spans, data, offset = [], [], [], 0
         for message in messages:
             if message.role not in self.formats:
                 raise ValueError(f"template has no format for role {message.role!r}")
             piece, content_start = self._fill(self.formats[message.role], message.content)
             if message.trainable:
                 spans.append((offset + content_start, offset + len(piece)))
+            data.append((offset + content_start, offset + content_start + len(message.content)))
             parts.append(piece)
             offset += len(piece)
-        return Rendered("".join(parts), tuple(spans))
+        return Rendered("".join(parts), tuple(spans), tuple(data))
 
     def prompt(self, instruction: str) -> str:
         user, _ = self._fill(self.formats["user"], instruction)
@@ -160,10 +164,24 @@ class ChatTemplate(Template):
                 raise ValueError("chat template renders turns differently depending on what follows; "
                                  "character spans cannot be derived — use template 'tulu' or a TextTemplate")
             spans.append((len(before), len(through)))
-        return Rendered(text, tuple(spans))
+        return Rendered(text, tuple(spans), _find_contents(text, messages))
 
     def prompt(self, instruction: str) -> str:
         return self._apply([Message("user", instruction)], add_generation_prompt=True)
+
+
+def _find_contents(text: str, messages: Sequence[Message]) -> tuple[Span, ...]:
+    """Where each message's content lies in a chat-template rendering, searched in turn (many templates trim
+    contents, so the trimmed content is tried too; a content that the template rewrote further is not found)."""
+    found, position = [], 0
+    for message in messages:
+        for content in (message.content, message.content.strip()):
+            start = text.find(content, position) if content else -1
+            if start >= 0:
+                found.append((start, start + len(content)))
+                position = start + len(content)
+                break
+    return tuple(found)
 
 
 TEMPLATES: dict[str, Callable[[], Template]] = {"tulu": Tulu, "chat": ChatTemplate}

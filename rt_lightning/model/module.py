@@ -14,6 +14,7 @@ from rt_lightning.hub import load_causal_lm
 from rt_lightning.model.dense4bit import cache_dequantized
 from rt_lightning.model.fsdp import prepare_strategy, shard_fsdp2
 from rt_lightning.model.loss import masked_lm_loss
+from rt_lightning.model.resume import ExactResume
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,11 @@ class ResponseTuningModule(L.LightningModule):
         warmup = hp.warmup_steps
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        # Each step's dropout depends only on where the step is, so a resumed run trains what an uninterrupted one
+        # would (rt_lightning/model/resume.py).
+        return [ExactResume()]
 
     # --- adapter-only checkpoints -------------------------------------------------------------------------------
     def trainable_state_keys(self) -> set[str]:

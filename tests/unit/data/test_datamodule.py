@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import re
 
 import pytest
@@ -189,3 +190,23 @@ def test_packed_batches_have_no_padding_and_restart_positions(tokenizer, small_j
     assert len(starts) in (4, 5)  # four examples, plus a tail pad sequence unless the length was a multiple of 8
     assert all(batch["labels"][0, s] == IGNORE_INDEX for s in starts)
     assert (batch["input_ids"][0] == tokenizer.pad_token_id).sum() < 8
+
+
+def test_a_vocabulary_edited_in_place_is_not_served_from_the_cache(tokenizer, small_jsonl, tmp_path):
+    """Same name, size and special tokens, two ids swapped: the cached ids are stale and must not be reused."""
+    folder = tmp_path / "tok"
+    tokenizer.save_pretrained(folder)
+    cache = str(tmp_path / "c")
+    before = SFTDataModule(train=str(small_jsonl), val=None, tokenizer=str(folder), cache_dir=cache)
+    before = before.dataset("train")[0]["input_ids"]
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    a, b = before[5], before[6]  # two ordinary tokens of the first example
+    names = {v: k for k, v in vocab.items()}
+    vocab[names[a]], vocab[names[b]] = b, a
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+    edited = SFTDataModule(train=str(small_jsonl), val=None, tokenizer=str(folder), cache_dir=cache)
+    assert len(edited.hf_tokenizer) == len(tokenizer)
+    after = edited.dataset("train")[0]["input_ids"]
+    expected = edited.examples("train")[1][0]["input_ids"]
+    assert after == expected != before

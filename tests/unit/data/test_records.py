@@ -20,7 +20,8 @@ def test_dolly_joins_context(tmp_path):
 
 
 def test_lima_hub_and_alpaca_layouts_keep_single_turn_only(tmp_path):
-    hub = write_jsonl(tmp_path / "hub.jsonl", [{"conversations": ["q1", "a1"]}, {"conversations": ["q", "a", "q", "a"]}])
+    hub = write_jsonl(tmp_path / "hub.jsonl",
+                      [{"conversations": ["q1", "a1"]}, {"conversations": ["q", "a", "q", "a"]}])
     assert [(r.instruction, r.response) for r in load_records(str(hub), layout="lima")] == [("q1", "a1")]
     rows = [{"instruction": f"q{i}", "input": "", "output": f"a{i}", "history": []} for i in range(3)]
     rows.append({"instruction": "q", "input": "", "output": "a", "history": [["u", "v"]]})
@@ -59,7 +60,8 @@ def test_missing_field_names_file_row_and_key(tmp_path):
 
 
 def test_empty_response_names_row(tmp_path):
-    path = write_jsonl(tmp_path / "e.jsonl", [{"instruction": "a", "output": "ok"}, {"instruction": "b", "output": "  "}])
+    path = write_jsonl(tmp_path / "e.jsonl",
+                       [{"instruction": "a", "output": "ok"}, {"instruction": "b", "output": "  "}])
     with pytest.raises(DataError, match=r"e\.jsonl, row 1: empty response"):
         load_records(str(path))
 
@@ -102,3 +104,37 @@ def test_missing_local_file_is_not_sent_to_the_hub(tmp_path):
 def test_unknown_layout(tmp_path, small_jsonl):
     with pytest.raises(ValueError, match="Unknown layout 'sharegpt'"):
         load_records(str(small_jsonl), layout="sharegpt")
+
+
+def test_skip_mode_skips_bad_json_lines_and_bad_bytes_with_file_and_line(tmp_path, caplog):
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b'{"instruction": "a", "output": "ok"}\n'
+                     b'{"instruction": \n'                                 # not JSON
+                     b'{"instruction": "c", "output": "caf\xe9"}\n'          # a latin-1 byte
+                     b'["not", "an", "object"]\n'
+                     b'{"instruction": "e", "output": "fine"}\n')
+    records = load_records(str(path), layout="alpaca", on_bad_row="skip")
+    assert [(r.row, r.response) for r in records] == [(0, "ok"), (4, "fine")]  # bad lines keep their row numbers
+    assert "skipped 3 bad row(s)" in caplog.text
+    for where in ("row 1 (line 2): invalid JSON", "row 2 (line 3): field 'output' is not valid UTF-8",
+                  "row 3 (line 4): expected a JSON object"):
+        assert f"mixed.jsonl, {where}" in caplog.text
+
+
+@pytest.mark.parametrize("suffix", [".json", ".csv"])
+def test_skip_mode_skips_bad_bytes_in_json_arrays_and_csv(tmp_path, suffix):
+    good, bad = b"fine", b"caf\xe9"
+    if suffix == ".json":
+        body = b"[" + b",\n".join(b'{"instruction": "q", "output": "%s"}' % t for t in (good, bad, good)) + b"]"
+    else:
+        body = b"instruction,output\n" + b"".join(b"q,%s\n" % t for t in (good, bad, good))
+    path = tmp_path / f"latin{suffix}"
+    path.write_bytes(body)
+    assert [r.row for r in load_records(str(path), layout="alpaca", on_bad_row="skip")] == [0, 2]
+
+
+def test_a_json_array_that_does_not_parse_stops_even_in_skip_mode(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('[{"instruction": "a", "output": "b"},\n{"instruction": ]')
+    with pytest.raises(DataError, match=r"broken\.json: invalid JSON at line 2"):
+        load_records(str(path), layout="alpaca", on_bad_row="skip")

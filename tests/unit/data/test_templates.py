@@ -10,6 +10,7 @@ from rt_lightning.data.templates import (
     register_template,
     tulu,
 )
+from rt_lightning.data.tokenize import tokenize_batch
 
 RECORD = Record("Name a colour.", "Blue.")
 
@@ -100,3 +101,17 @@ def test_register_template(tokenizer):
 def test_removed_custom_name_points_at_the_class(tokenizer):
     with pytest.raises(ValueError, match="rt_lightning.data.TextTemplate"):
         build_template("custom", tokenizer)
+
+
+def test_chat_template_quoted_special_text_stays_text_and_its_own_specials_stay_special(tokenizer):
+    tok = tokenizer.__class__(tokenizer_object=tokenizer.backend_tokenizer, bos_token="<s>", eos_token="</s>",
+                              pad_token="<pad>")
+    tok.chat_template = ("{{ bos_token }}{% for m in messages %}<{{ m['role'] }}>{{ m['content'] | trim }}"
+                         "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}"
+                         "{% if add_generation_prompt %}<assistant>{% endif %}")
+    r = build_template("chat", tok).render([Message("user", "Write <s> and </s>"),
+                                            Message("assistant", " It is </s>. ", trainable=True)])
+    assert [r.text[s:e] for s, e in r.data] == ["Write <s> and </s>", "It is </s>."]  # trimmed contents found too
+    (example,) = tokenize_batch(tok, [r], add_bos=True)
+    assert example.input_ids.count(tok.eos_token_id) == 1 and example.input_ids.count(tok.bos_token_id) == 1
+    assert example.special_text_in_data

@@ -66,3 +66,30 @@ def test_truncation_that_leaves_nothing_trainable_names_the_row():
 
 def test_adds_bos_detection(tokenizer):
     assert tokenizer_adds_bos(tokenizer)
+
+
+def test_special_token_text_in_data_is_plain_text_and_the_template_eos_is_the_eos_id(tokenizer):
+    """A response quoting ``</s>`` must not train an EOS mid-response; the template's own EOS must stay EOS."""
+    template = tulu(tokenizer.eos_token)
+    quoting = Record("What ends a Llama-2 sequence? Write </s>", "It is </s>, the end-of-sequence token.")
+    (example,) = tokenize_batch(tokenizer, [template.render(MODES["it"](quoting))], add_bos=True)
+    eos = tokenizer.eos_token_id
+    assert example.input_ids.count(eos) == 1 and example.special_text_in_data  # the template's EOS only
+    eos_at = example.input_ids.index(eos)
+    assert example.labels[eos_at] == eos  # trained: that is how the model learns to stop
+    assert tokenizer.decode(example.input_ids[eos_at + 1:]) == "\n"  # ... and it sits right after the response
+    assert trained_text(tokenizer, example) == quoting.response + "</s>\n"
+    plain = tokenizer("</s>", add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    assert len(plain) > 1 and eos not in plain
+    assert tokenizer("</s>", add_special_tokens=False)["input_ids"] == [eos]  # the tokenizer itself is unchanged
+
+
+def test_ordinary_data_keeps_the_one_pass_tokenisation(tokenizer):
+    template = tulu(tokenizer.eos_token)
+    for mode in ("it", "rt"):
+        rendered = [template.render(MODES[mode](r)) for r in RECORDS]
+        examples = tokenize_batch(tokenizer, rendered, add_bos=False)
+        for r, example in zip(rendered, examples):
+            assert not example.special_text_in_data
+            if not example.split_at_boundary:
+                assert example.input_ids == tokenizer(r.text, add_special_tokens=False)["input_ids"]
