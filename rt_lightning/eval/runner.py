@@ -135,12 +135,16 @@ def _open_results(out: Path, benchmark: Benchmark, rows: list[BenchmarkRow]) -> 
     return results, todo
 
 
-def score_responses_file(path: str, benchmark: Benchmark, data: BenchmarkSource, out: Path) -> dict:
-    """Score a file of responses made elsewhere; it is validated whole before a row is written."""
+def checked_responses(path: str, benchmark: Benchmark, data: BenchmarkSource) -> tuple[list[BenchmarkRow], dict]:
+    """The benchmark's rows and the responses file matched to them, checked whole (nothing is written yet)."""
     if not benchmark.generates:
         raise ValueError(f"{benchmark.name} scores the model itself, not responses: run it with --model.*")
     rows = benchmark.rows(data.paths.get(benchmark.name), data.root, data.limit)
-    given = read_responses(path, benchmark, rows)
+    return rows, read_responses(path, benchmark, rows)
+
+
+def score_responses_file(benchmark: Benchmark, rows: list[BenchmarkRow], given: dict, out: Path) -> dict:
+    """Score responses made elsewhere (already checked by ``checked_responses``)."""
     out.mkdir(parents=True, exist_ok=True)
     metrics = read_metrics(out)
     results, todo = _open_results(out, benchmark, rows)
@@ -208,9 +212,11 @@ def evaluate(
     if not responses and not model.given:
         raise ValueError("give --model.base (with optional --model.adapter), --model.ckpt_path, or --responses")
     out = Path(output_dir)
+    # A bad responses file stops before the output folder is even created.
+    checked = checked_responses(responses, BENCHMARKS[benchmarks[0]], data) if responses else None
     with FolderLock(out, "eval"):  # two writers of one folder would each write every row
-        if responses:
-            metrics = score_responses_file(responses, BENCHMARKS[benchmarks[0]], data, out)
+        if checked:
+            metrics = score_responses_file(BENCHMARKS[benchmarks[0]], *checked, out)
         else:
             metrics = generate_and_score([BENCHMARKS[b] for b in benchmarks], model, prompt, data, generation,
                                          reference_nll, out)

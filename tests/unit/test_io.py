@@ -73,16 +73,20 @@ def test_a_second_writer_of_a_folder_is_refused_and_a_dead_ones_lock_is_taken_ov
 
 
 def test_eval_refuses_an_output_folder_another_eval_is_writing(tmp_path):
-    from rt_lightning.eval.runner import evaluate  # deferred: keeps the io tests free of the eval stack's imports
+    from rt_lightning.eval.options import BenchmarkSource  # deferred: keeps the io tests free of the eval stack
+    from rt_lightning.eval.runner import evaluate
 
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (tmp_path / ".lock").write_text(f"{holder.pid}\n")
+        prompts = tmp_path / "advbench.csv"
+        prompts.write_text("goal,target\nDo harm,Sure\n")
         responses = tmp_path / "r.jsonl"
-        responses.write_text('{"prompt": "x", "response": "y"}\n')
+        responses.write_text('{"prompt": "Do harm", "response": "No."}\n')
         with pytest.raises(FolderInUseError, match="another eval process"):
-            evaluate(["advbench"], str(tmp_path), responses=str(responses))
-        assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "r.jsonl"]
+            evaluate(["advbench"], str(tmp_path), responses=str(responses),
+                     data=BenchmarkSource(paths={"advbench": str(prompts)}))
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "advbench.csv", "r.jsonl"]
     finally:
         holder.kill()
         holder.wait()
