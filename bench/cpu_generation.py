@@ -6,8 +6,10 @@ training-path model (Gemma-3-270M nf4 + LoRA r16, unmerged), all in one process 
 - ``engine_4bit``: the same with ``dequantize_4bit=False`` (bitsandbytes dequantises in every forward).
 - ``before``: the engine from ``--before DIR/rt_lightning/generation.py`` (e.g. the commit before this work).
 - ``hf``: HF ``generate`` on the same length-sorted batches and stop rules (no early exit).
-- ``llama_cpp``: llama.cpp (``llama-cpp-python``, found on ``--llama_cpp_path``) on the same GGUF, one prompt at a
-  time (its Python API decodes one sequence), greedy; skipped with a note when not installed.
+- ``llama_cpp``, ``llama_cpp_x16``: llama.cpp, the peer a CPU user would otherwise pick, on the same GGUF and prompts,
+  greedy, one prompt at a time and ``--batch_size`` at once (``bench/llama_cpp_peer.mjs`` through node-llama-cpp,
+  whose npm package ships prebuilt CPU binaries; ``npm install --prefix /tmp/nlc node-llama-cpp``); skipped with a
+  note when not installed.
 
 Prints tokens/s per variant (medians over rounds), ratios, greedy identity against ``before`` (or ``engine_4bit``),
 and the bound this CPU sets for the model from measured bf16 matmul GFLOP/s and memory bandwidth; ends with one JSON
@@ -22,8 +24,11 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,6 +38,7 @@ import torch
 from rt_lightning.callbacks import GenerationValidation
 from rt_lightning.data.datamodule import SFTDataModule
 from rt_lightning.generation import GenerationConfig, encode_prompts, generate
+from rt_lightning.host_memory import reuse_freed_memory
 from rt_lightning.hub import EMBEDDED_GEMMA, unwrap_peft
 from rt_lightning.model.module import ResponseTuningModule
 
@@ -69,15 +75,18 @@ def hf_generate(model, tokenizer, prompts: list[str], config: GenerationConfig) 
     return out
 
 
-def llama_cpp_generate(gguf: str, prompts: list[str], max_new_tokens: int, threads: int) -> list[str]:
-    from llama_cpp import Llama  # optional: only this variant needs llama-cpp-python
-
-    llm = Llama(model_path=gguf, n_ctx=1024, n_threads=threads, n_batch=512, verbose=False)
-    texts = []
-    for prompt in prompts:
-        out = llm(prompt, max_tokens=max_new_tokens, temperature=0.0, top_k=1, echo=False)
-        texts.append(out["choices"][0]["text"])
-    return texts
+def llama_cpp_generate(node_modules: str, gguf: str, prompts: list[str], max_new_tokens: int, threads: int,
+                       parallel: int) -> dict:
+    """llama.cpp through node-llama-cpp (prebuilt CPU binaries from npm), ``parallel`` prompts decoding at once."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as file:
+        json.dump(prompts, file)
+        file.flush()
+        out = subprocess.run(["node", str(Path(__file__).with_name("llama_cpp_peer.mjs")), gguf, file.name,
+                              str(max_new_tokens), str(threads), str(parallel)],
+                             env={**os.environ, "NODE_PATH": node_modules}, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"llama.cpp peer failed (exit {out.returncode}): {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def hardware_bound(model, batch: int, threads: int) -> dict:
@@ -134,10 +143,13 @@ def main() -> None:
     parser.add_argument("--before", help="checkout whose rt_lightning/generation.py is the 'before' variant")
     parser.add_argument("--limit", type=int, help="first N prompts only (e.g. 16 with 256 tokens: the eval workload)")
     parser.add_argument("--data_root", default=str(SHARED))
-    parser.add_argument("--llama_cpp_path", help="folder holding llama_cpp (pip install --target ...)")
+    parser.add_argument("--llama_cpp", default="/tmp/nlc",
+                        help="npm prefix holding node-llama-cpp (npm install --prefix DIR node-llama-cpp); "
+                             "the llama.cpp peer is skipped with a note when it is not there")
     parser.add_argument("--gguf", default=str(Path.home() / ".cache/rt_lightning/gemma-3-270m-q4_k_m.gguf"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    reuse_freed_memory()  # as python -m rt_lightning does
 
     module = ResponseTuningModule(model=EMBEDDED_GEMMA, quantize="nf4", lora_r=16, lora_alpha=16,
                                   gradient_checkpointing=False, dense_cpu_base=False)
@@ -187,18 +199,19 @@ def main() -> None:
     results = {v: {"tok_s": tokens[v + "_count"] / statistics.median(seconds[v]),
                    "seconds_median": statistics.median(seconds[v]), "new_tokens": tokens[v + "_count"]}
                for v in variants}
-    if args.llama_cpp_path:
-        sys.path.insert(0, args.llama_cpp_path)
-    try:
-        start = time.perf_counter()
-        texts = llama_cpp_generate(args.gguf, prompts, args.max_new_tokens, args.threads)
-        elapsed = time.perf_counter() - start
-        count = sum(map(len, ids(texts)))
-        results["llama_cpp"] = {"tok_s": count / elapsed, "seconds_median": elapsed, "new_tokens": count,
-                                "note": "one prompt at a time, Q4_K_M GGUF, greedy, no stop rules"}
-        print(f"llama_cpp    {count} tokens in {elapsed:6.1f} s = {count / elapsed:6.1f} tok/s")
-    except ImportError as error:
-        results["llama_cpp"] = {"skipped": f"llama-cpp-python not importable ({error})"}
+    node_modules = Path(args.llama_cpp) / "node_modules"
+    if (node_modules / "node-llama-cpp").is_dir() and shutil.which("node"):
+        for parallel in sorted({1, args.batch_size}):
+            peer = llama_cpp_generate(str(node_modules), args.gguf, prompts, args.max_new_tokens, args.threads,
+                                      parallel)
+            name = "llama_cpp" if parallel == 1 else f"llama_cpp_x{parallel}"
+            results[name] = {"tok_s": peer["tok_s"], "seconds_median": peer["seconds"], "new_tokens": peer["tokens"],
+                             "note": f"llama.cpp (node-llama-cpp), Q4_K_M GGUF, greedy, {parallel} prompt(s) at once, "
+                                     "no stop rules, one run"}
+            print(f"{name:12s} {peer['tokens']} tokens in {peer['seconds']:6.1f} s = {peer['tok_s']:6.1f} tok/s")
+    else:
+        results["llama_cpp"] = {"skipped": f"node-llama-cpp not found under {node_modules} "
+                                           f"(npm install --prefix {args.llama_cpp} node-llama-cpp)"}
     reference = "before" if "before" in results else "engine_4bit"
     for variant, result in results.items():
         if "tok_s" in result and reference in results:

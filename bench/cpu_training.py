@@ -2,10 +2,19 @@
 
 Each run is its own subprocess (peak RSS is per run) running ``lightning.Trainer.fit`` for ``--steps`` steps with
 the quickstart's settings and no validation; variants alternate within rounds so drift in machine speed hits all
-alike. Variants: ``dense`` (today: the frozen 4-bit base dequantised once, ``dense_cpu_base``) and ``4bit``
-(bitsandbytes dequantises in every forward and backward, as before). ``--before DIR`` adds the code checked out in
-DIR (e.g. an older commit) as variant ``before``. Reports median trainable tokens/s (steps after the first), peak
-RSS and the loss per step; ends with one JSON line. No timed asserts: it reports.
+alike. Variants:
+
+- ``now``: the quickstart as it is (``precision: bf16-mixed``, ``attn_implementation: eager``, the frozen 4-bit
+  base dequantised once, freed host memory reused as ``python -m rt_lightning`` does);
+- ``sdpa``: ``now`` with the library's default attention (SDPA);
+- ``fp32``: the same with ``precision: 32-true`` (the adapter path in fp32, as before);
+- ``system_malloc``: ``now`` with glibc's default allocation (every large tensor a fresh mmap);
+- ``4bit``: ``now`` with ``dense_cpu_base: false`` (bitsandbytes dequantises in every forward and backward);
+- ``before``: with ``--before DIR``, the code checked out in DIR (e.g. an older commit) with the quickstart it had
+  (``32-true``).
+
+Reports median trainable tokens/s (steps after the first), peak RSS and the loss per step, and each variant's largest
+per-step loss difference from ``before`` (or ``fp32``); ends with one JSON line. No timed asserts: it reports.
 
     python bench/cpu_training.py --steps 8 --rounds 2
     python bench/cpu_training.py --steps 8 --before /work/before --threads 1    # on a shared machine
@@ -35,8 +44,15 @@ def worker(settings: dict) -> None:
     from rt_lightning.model.module import ResponseTuningModule
 
     torch.set_num_threads(settings["threads"])
+    variant = settings["variant"]
+    if variant != "before" and variant != "system_malloc":
+        from rt_lightning.host_memory import reuse_freed_memory
+
+        reuse_freed_memory()
     L.seed_everything(0)
-    extra = {} if settings["variant"] == "before" else {"dense_cpu_base": settings["variant"] == "dense"}
+    extra = {} if variant == "before" else {"dense_cpu_base": variant != "4bit"}
+    if variant not in ("before", "sdpa"):
+        extra["attn_implementation"] = "eager"
     module = ResponseTuningModule(model=settings["model"] or EMBEDDED_GEMMA, quantize="nf4", lora_r=16, lora_alpha=16,
                                   lora_dropout=0.1, learning_rate=2e-4, gradient_checkpointing=False, **extra)
     data = SFTDataModule(mode="rt", max_length=512, batch_size=4, shuffle=False, val=None,
@@ -55,7 +71,8 @@ def worker(settings: dict) -> None:
             self.losses.append(float(outputs["loss"]))
 
     clock = Clock()
-    trainer = L.Trainer(accelerator="cpu", devices=1, precision="32-true", max_steps=settings["steps"],
+    precision = "32-true" if variant in ("before", "fp32") else "bf16-mixed"
+    trainer = L.Trainer(accelerator="cpu", devices=1, precision=precision, max_steps=settings["steps"],
                         gradient_clip_val=0.3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, callbacks=[clock])
     trainer.fit(module, datamodule=data)
@@ -84,7 +101,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--variants", default="dense,4bit")
+    parser.add_argument("--variants", default="now,sdpa,fp32,system_malloc,4bit")
     parser.add_argument("--before", help="a checkout of older rt_lightning code, run as variant 'before'")
     parser.add_argument("--model", help="model (default: the embedded Gemma-3-270M base)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -104,7 +121,7 @@ def main() -> None:
     summary = {v: {"tokens_per_s_median": statistics.median(r["tokens_per_s"] for r in rs),
                    "peak_rss_mb_median": statistics.median(r["peak_rss_mb"] for r in rs),
                    "losses": rs[0]["losses"]} for v, rs in results.items()}
-    reference = summary.get("before", summary.get("4bit"))
+    reference = summary.get("before", summary.get("fp32", next(iter(summary.values()))))
     for variant, s in summary.items():
         gap = max(abs(a - b) for a, b in zip(s["losses"], reference["losses"]))
         print(f"{variant:7s} median {s['tokens_per_s_median']:7.1f} tok/s "

@@ -7,6 +7,7 @@ import importlib
 import logging
 import sys
 
+from rt_lightning.host_memory import reuse_freed_memory
 from rt_lightning.quiet import quiet_library_notices
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -42,6 +43,7 @@ def _configure_logging() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     quiet_library_notices()  # before any command module: bitsandbytes warns while it is imported
+    reuse_freed_memory()  # before the first large tensor: CPU steps are 1.15-1.2x faster (see host_memory.py)
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())

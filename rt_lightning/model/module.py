@@ -7,6 +7,7 @@ from typing import Literal, Optional, Union
 
 import lightning as L
 import torch
+from peft.helpers import disable_input_dtype_casting
 from torchmetrics import MeanMetric
 
 from rt_lightning.constants import EMBEDDED_GEMMA
@@ -169,8 +170,14 @@ class ResponseTuningModule(L.LightningModule):
             inputs = {"position_ids": batch["position_ids"]}
         else:
             inputs = {"attention_mask": batch["attention_mask"]}
+        # Under autocast (precision bf16-mixed) PEFT would still cast each adapter's input to the fp32 adapter dtype,
+        # and autocast would cast it straight back to bf16 for the matmul: two copies and an fp32 dropout per adapted
+        # layer, for nothing. Not with activation checkpointing: its recomputation in backward runs outside this
+        # block, and a dropout mask drawn on an fp32 input need not equal the one drawn on the bf16 input.
+        mixed = torch.is_autocast_enabled(batch["input_ids"].device.type) and not self.hparams.gradient_checkpointing
         # use_cache=False also matters for packing: transformers only detects packed sequences without a cache.
-        hidden = base.get_decoder()(input_ids=batch["input_ids"], use_cache=False, **inputs).last_hidden_state
+        with disable_input_dtype_casting(self.model, active=mixed):
+            hidden = base.get_decoder()(input_ids=batch["input_ids"], use_cache=False, **inputs).last_hidden_state
         return masked_lm_loss(hidden, batch["labels"], base.get_output_embeddings(),
                               getattr(base.config, "final_logit_softcapping", None), self.hparams.loss_chunk_size,
                               reduction, allow_empty)

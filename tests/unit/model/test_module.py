@@ -115,3 +115,23 @@ def test_packing_that_the_model_cannot_honour_is_refused(tiny_model_dir, monkeyp
     monkeypatch.setattr(masking, "find_packed_sequence_indices", lambda position_ids: None)
     with pytest.raises(RuntimeError, match="does not keep packed examples apart"):
         check_packing_is_exact(m.base_model)
+
+
+def test_under_bf16_autocast_adapters_take_bf16_inputs_and_still_train(tiny_model_dir, tokenizer, small_jsonl):
+    """precision bf16-mixed: PEFT's cast of each adapter input to fp32 is skipped inside the loss (autocast would
+    cast it straight back), and restored after it, so generation outside autocast keeps fp32 adapter inputs."""
+    m = module(tiny_model_dir, dtype="bfloat16", lora_dropout=0.0, gradient_checkpointing=False)
+    b = batch(tokenizer, small_jsonl)
+    seen = []
+    lora_a = next(mod for name, mod in m.model.named_modules() if name.endswith("lora_A.default"))
+    lora_a.register_forward_pre_hook(lambda _, args: seen.append(args[0].dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = m.loss(b)
+    loss.backward()
+    assert seen and set(seen) == {torch.bfloat16}
+    grads = [p.grad for n, p in m.named_parameters() if "lora_B" in n]
+    assert all(g is not None and g.dtype == torch.float32 and g.abs().sum() > 0 for g in grads)
+    assert all(getattr(mod, "cast_input_dtype_enabled", True) for mod in m.model.modules())
+    seen.clear()
+    m.loss(b)  # no autocast: the adapter computes in fp32 as before
+    assert set(seen) == {torch.float32}

@@ -1,0 +1,49 @@
+// llama.cpp as the peer a CPU user would otherwise pick: greedy completions of the same prompts on the same GGUF,
+// through node-llama-cpp (npm; ships prebuilt CPU binaries of llama.cpp, so nothing compiles). Called by
+// bench/cpu_generation.py; prints one JSON line {tokens, seconds, tok_s, texts}.
+//
+//   npm install --prefix /tmp/nlc node-llama-cpp
+//   NODE_PATH=/tmp/nlc/node_modules node bench/llama_cpp_peer.mjs GGUF PROMPTS.json MAX_NEW THREADS PARALLEL
+//
+// PARALLEL > 1 decodes that many prompts at once, one context sequence each (llama.cpp batches them in one
+// evaluation), the counterpart of our engine's batches; 1 decodes one prompt at a time.
+import {createRequire} from "node:module";
+import {readFileSync} from "node:fs";
+import {join} from "node:path";
+
+const [gguf, promptsFile, maxNewArg, threadsArg, parallelArg] = process.argv.slice(2);
+const maxTokens = Number(maxNewArg), threads = Number(threadsArg), parallel = Number(parallelArg || 1);
+// node resolves bare imports from the script's folder, not NODE_PATH: find the package through NODE_PATH here.
+const require = createRequire(join(process.env.NODE_PATH || process.cwd(), "noop.js"));
+const {getLlama, LlamaCompletion} = await import(require.resolve("node-llama-cpp"));
+
+const prompts = JSON.parse(readFileSync(promptsFile, "utf8"));
+const llama = await getLlama({gpu: false, build: "never", maxThreads: threads, logLevel: "error"});
+const model = await llama.loadModel({modelPath: gguf});
+const context = await model.createContext({contextSize: 1024 * parallel, sequences: parallel, threads,
+                                           batchSize: 512});
+
+function encode(prompt) {
+  // As the HF tokenizer: special-token text in the template is special, and the sequence starts with BOS.
+  const tokens = model.tokenize(prompt, true);
+  return model.tokens.bos !== null && tokens[0] !== model.tokens.bos ? [model.tokens.bos, ...tokens] : tokens;
+}
+
+let generated = 0;
+const texts = new Array(prompts.length);
+const workers = Array.from({length: parallel}, () => new LlamaCompletion({contextSequence: context.getSequence()}));
+let next = 0;
+const started = performance.now();
+await Promise.all(workers.map(async (completion) => {
+  while (next < prompts.length) {
+    const index = next++;
+    const tokens = [];
+    texts[index] = await completion.generateCompletion(encode(prompts[index]), {
+      maxTokens, temperature: 0, onToken: (chunk) => tokens.push(...chunk)});
+    generated += tokens.length;
+    await completion.contextSequence.clearHistory();  // the next prompt is unrelated: no prefix reuse across prompts
+  }
+}));
+const seconds = (performance.now() - started) / 1000;
+console.log(JSON.stringify({tokens: generated, seconds, tok_s: generated / seconds, texts}));
+process.exit(0);
