@@ -31,17 +31,20 @@ function encode(prompt) {
 
 let generated = 0;
 const texts = new Array(prompts.length);
-const workers = Array.from({length: parallel}, () => new LlamaCompletion({contextSequence: context.getSequence()}));
+const workers = Array.from({length: parallel}, () => {
+  const sequence = context.getSequence();
+  return {sequence, completion: new LlamaCompletion({contextSequence: sequence})};
+});
 let next = 0;
 const started = performance.now();
-await Promise.all(workers.map(async (completion) => {
+await Promise.all(workers.map(async ({sequence, completion}) => {
   while (next < prompts.length) {
     const index = next++;
     const tokens = [];
     texts[index] = await completion.generateCompletion(encode(prompts[index]), {
       maxTokens, temperature: 0, onToken: (chunk) => tokens.push(...chunk)});
     generated += tokens.length;
-    await completion.contextSequence.clearHistory();  // the next prompt is unrelated: no prefix reuse across prompts
+    await sequence.clearHistory();  // the next prompt is unrelated: no prefix reuse across prompts
   }
 }));
 const seconds = (performance.now() - started) / 1000;
