@@ -59,7 +59,7 @@ class RunSummary(L.Callback):
         if last:
             lines.append(f"Checkpoint (adapter only): {last}")
             lines.append("Next, evaluate it:")
-            lines.append(f"  python -m rt_lightning eval --ckpt_path {shlex.quote(last)} --benchmarks "
-                         f"{shlex.quote(self.eval_benchmarks)} --data_root {shlex.quote(self.data_root)} "
+            lines.append(f"  python -m rt_lightning eval --model.ckpt_path {shlex.quote(last)} --benchmarks "
+                         f"{shlex.quote(self.eval_benchmarks)} --data.root {shlex.quote(self.data_root)} "
                          "--data.limit 16 --output_dir runs/eval/quickstart")
         return "\n".join(lines)

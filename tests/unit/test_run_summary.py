@@ -24,4 +24,4 @@ def test_summary_names_losses_metrics_files_and_the_next_command(tmp_path):
     assert "epoch 0: 2.5000, epoch 1: 2.2500" in text
     assert "advbench: refusal_rate 0.125" in text and "seconds" not in text
     assert str(tmp_path / "logs") in text
-    assert f"python -m rt_lightning eval --ckpt_path {tmp_path / 'checkpoints' / 'last.ckpt'}" in text
+    assert f"python -m rt_lightning eval --model.ckpt_path {tmp_path / 'checkpoints' / 'last.ckpt'}" in text
