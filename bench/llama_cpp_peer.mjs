@@ -20,13 +20,14 @@ const {getLlama, LlamaCompletion} = await import(require.resolve("node-llama-cpp
 const prompts = JSON.parse(readFileSync(promptsFile, "utf8"));
 const llama = await getLlama({gpu: false, build: "never", maxThreads: threads, logLevel: "error"});
 const model = await llama.loadModel({modelPath: gguf});
-const context = await model.createContext({contextSize: 1024 * parallel, sequences: parallel, threads,
-                                           batchSize: 512});
+// contextSize is per sequence: llama.cpp allocates contextSize x sequences KV cells.
+const context = await model.createContext({contextSize: 1024, sequences: parallel, threads, batchSize: 512});
 
 function encode(prompt) {
-  // As the HF tokenizer: special-token text in the template is special, and the sequence starts with BOS.
+  // As the HF tokenizer: special-token text in the template is special. generateCompletion prepends BOS itself (the
+  // GGUF sets add_bos_token) without checking for one, so a BOS from the text is dropped here.
   const tokens = model.tokenize(prompt, true);
-  return model.tokens.bos !== null && tokens[0] !== model.tokens.bos ? [model.tokens.bos, ...tokens] : tokens;
+  return model.tokens.bos !== null && tokens[0] === model.tokens.bos ? tokens.slice(1) : tokens;
 }
 
 let generated = 0;

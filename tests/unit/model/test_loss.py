@@ -88,6 +88,7 @@ def test_cpu_loss_reuses_its_logits_buffers_and_works_under_autocast():
     hidden = torch.randn(2, 40, 16, dtype=torch.bfloat16, requires_grad=True)
     masked_lm_loss(hidden, labels, head, None, 16)[0].backward()
     buffers = {key: buffer.data_ptr() for key, buffer in loss_module._CPU_WORKSPACE.items()}
+    assert len(buffers) == 2  # logits and probabilities: the CPU path ran
     reference = hidden.grad.clone()
     hidden.grad = None
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -95,3 +96,21 @@ def test_cpu_loss_reuses_its_logits_buffers_and_works_under_autocast():
     loss.backward()
     assert {key: buffer.data_ptr() for key, buffer in loss_module._CPU_WORKSPACE.items()} == buffers
     assert torch.equal(hidden.grad, reference)
+
+
+def test_cpu_loss_under_autocast_uses_autocast_dtype_like_linear_would():
+    """fp32 head weights under bf16 autocast: the logits are bf16, as the autograd path's linear makes them."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 300, bias=False).requires_grad_(False)
+    labels = torch.randint(0, 300, (1, 30))
+    results = []
+    for frozen in (True, False):
+        head.weight.requires_grad_(not frozen)
+        hidden = torch.randn(1, 30, 16, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, _ = masked_lm_loss(hidden, labels, head, None, 8)
+        loss.backward()
+        results.append((loss.detach(), hidden.grad))
+    (early, early_grad), (recomputed, recomputed_grad) = results
+    torch.testing.assert_close(early, recomputed, rtol=1e-6, atol=0)
+    torch.testing.assert_close(early_grad, recomputed_grad, rtol=1e-2, atol=1e-4)

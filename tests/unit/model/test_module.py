@@ -117,10 +117,14 @@ def test_packing_that_the_model_cannot_honour_is_refused(tiny_model_dir, monkeyp
         check_packing_is_exact(m.base_model)
 
 
-def test_under_bf16_autocast_adapters_take_bf16_inputs_and_still_train(tiny_model_dir, tokenizer, small_jsonl):
+@pytest.mark.parametrize("quantize", [None, "nf4"])  # PEFT's lora.Linear and its bitsandbytes Linear4bit differ
+def test_under_bf16_autocast_adapters_take_bf16_inputs_and_still_train(tiny_model_dir, tokenizer, small_jsonl,
+                                                                       quantize):
     """precision bf16-mixed: PEFT's cast of each adapter input to fp32 is skipped inside the loss (autocast would
     cast it straight back), and restored after it, so generation outside autocast keeps fp32 adapter inputs."""
-    m = module(tiny_model_dir, dtype="bfloat16", lora_dropout=0.0, gradient_checkpointing=False)
+    if quantize:
+        pytest.importorskip("bitsandbytes")
+    m = module(tiny_model_dir, dtype="bfloat16", lora_dropout=0.0, gradient_checkpointing=False, quantize=quantize)
     b = batch(tokenizer, small_jsonl)
     seen = []
     lora_a = next(mod for name, mod in m.model.named_modules() if name.endswith("lora_A.default"))
