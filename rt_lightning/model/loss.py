@@ -31,25 +31,33 @@ than the arithmetic on them (measured: a 600 MB copy 173 ms fresh vs 25 ms into 
 allocators already reuse memory, so GPU chunks allocate as usual."""
 
 
-def _cpu_buffer(dtype: torch.dtype, rows: int, columns: int) -> torch.Tensor:
+def _cpu_buffer(role: str, dtype: torch.dtype, rows: int, columns: int) -> torch.Tensor:
     size = rows * columns
-    buffer = _CPU_WORKSPACE.get((dtype,))
+    buffer = _CPU_WORKSPACE.get((role, dtype))
     if buffer is None or buffer.numel() < size:
-        buffer = _CPU_WORKSPACE[(dtype,)] = torch.empty(size, dtype=dtype)
+        buffer = _CPU_WORKSPACE[(role, dtype)] = torch.empty(size, dtype=dtype)
     return buffer[:size].view(rows, columns)
+
+
+def release_cpu_loss_buffers() -> None:
+    """Free the CPU loss's logits buffers (they are made again by the next loss)."""
+    _CPU_WORKSPACE.clear()
 
 
 def _cpu_loss_and_gradient(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, grad_scale: float):
     """The chunk's summed loss and its gradient with respect to ``hidden``, in reused CPU buffers.
 
-    The same arithmetic autograd does for ``cross_entropy(linear(hidden, weight).float())``: logits in the weight's
-    dtype, softmax in fp32, gradient ``grad_scale * (softmax - onehot)`` cast back to the weight's dtype for the
-    matmul; only fp32 rounding in the softmax differs (``exp(x - logsumexp)`` instead of ``exp(log_softmax)``).
+    The same arithmetic autograd does for ``cross_entropy(linear(hidden, weight).float())``: logits in the matmul's
+    dtype (autocast's, when it is on, as ``linear`` would use), softmax in fp32, gradient
+    ``grad_scale * (softmax - onehot)`` cast back to that dtype for the matmul; only fp32 rounding in the softmax
+    differs (``exp(x - logsumexp)`` instead of ``exp(log_softmax)``).
     """
     rows, vocab = hidden.shape[0], weight.shape[0]
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else weight.dtype
     with torch.autocast("cpu", enabled=False):  # out= buffers and autocast do not mix; dtypes are explicit here
-        logits = torch.mm(hidden.to(weight.dtype), weight.t(), out=_cpu_buffer(weight.dtype, rows, vocab))
-        probs = _cpu_buffer(torch.float32, rows, vocab).copy_(logits)
+        weight = weight.to(dtype)
+        logits = torch.mm(hidden.to(dtype), weight.t(), out=_cpu_buffer("logits", dtype, rows, vocab))
+        probs = _cpu_buffer("probs", torch.float32, rows, vocab).copy_(logits)
         log_normaliser = torch.logsumexp(probs, dim=-1, keepdim=True)
         loss = (log_normaliser.squeeze(1) - probs.gather(1, targets[:, None]).squeeze(1)).sum()
         probs.sub_(log_normaliser).exp_()

@@ -14,7 +14,7 @@ from rt_lightning.constants import EMBEDDED_GEMMA
 from rt_lightning.hub import load_causal_lm
 from rt_lightning.model.dense4bit import cache_dequantized
 from rt_lightning.model.fsdp import prepare_strategy, shard_fsdp2
-from rt_lightning.model.loss import masked_lm_loss
+from rt_lightning.model.loss import masked_lm_loss, release_cpu_loss_buffers
 from rt_lightning.model.resume import ExactResume
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,10 @@ class ResponseTuningModule(L.LightningModule):
         # and autocast would cast it straight back to bf16 for the matmul: two copies and an fp32 dropout per adapted
         # layer, for nothing. Not with activation checkpointing: its recomputation in backward runs outside this
         # block, and a dropout mask drawn on an fp32 input need not equal the one drawn on the bf16 input.
-        mixed = torch.is_autocast_enabled(batch["input_ids"].device.type) and not self.hparams.gradient_checkpointing
+        strategy = self.trainer.strategy if self._trainer is not None else None
+        recomputed = self.hparams.gradient_checkpointing or bool(getattr(strategy, "_activation_checkpointing_kwargs",
+                                                                         None))  # FSDP's own checkpointing policy
+        mixed = torch.is_autocast_enabled(batch["input_ids"].device.type) and not recomputed
         # use_cache=False also matters for packing: transformers only detects packed sequences without a cache.
         with disable_input_dtype_casting(self.model, active=mixed):
             hidden = base.get_decoder()(input_ids=batch["input_ids"], use_cache=False, **inputs).last_hidden_state
@@ -203,6 +206,9 @@ class ResponseTuningModule(L.LightningModule):
         # Token-weighted over the whole set (and all ranks), not a mean of per-batch means.
         self.val_loss.update(loss.detach(), weight=count)
         self.log("val_loss", self.val_loss, prog_bar=True, on_epoch=True, batch_size=batch["input_ids"].shape[0])
+
+    def on_fit_end(self) -> None:
+        release_cpu_loss_buffers()  # ~400 MB of logits buffers; a notebook goes on after fit
 
     # --- optimisation -------------------------------------------------------------------------------------------
     def configure_optimizers(self):
