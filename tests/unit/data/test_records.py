@@ -66,17 +66,22 @@ def test_empty_response_names_row(tmp_path):
         load_records(str(path))
 
 
+def write_outputs(path, outputs: tuple[bytes, ...]):
+    """A file in the suffix's format with one row per raw ``output`` (bytes, so that bad encodings can be written)."""
+    if path.suffix == ".jsonl":
+        body = b"".join(b'{"instruction": "q", "output": "%s"}\n' % t for t in outputs)
+    elif path.suffix == ".json":
+        body = b"[" + b",\n".join(b'{"instruction": "q", "output": "%s"}' % t for t in outputs) + b"]"
+    else:
+        body = b"instruction,output\n" + b"".join(b"q,%s\n" % t for t in outputs)
+    path.write_bytes(body)
+    return path
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
 def test_non_utf8_names_row(tmp_path, suffix):
     good, bad = "caf\u00e9".encode(), b"caf\xe9"  # latin-1 byte in the third row
-    if suffix == ".jsonl":
-        body = b"".join(b'{"instruction": "q", "output": "%s"}\n' % t for t in (good, good, bad))
-    elif suffix == ".json":
-        body = b"[" + b",\n".join(b'{"instruction": "q", "output": "%s"}' % t for t in (good, good, bad)) + b"]"
-    else:
-        body = b"instruction,output\n" + b"".join(b"q,%s\n" % t for t in (good, good, bad))
-    path = tmp_path / f"latin{suffix}"
-    path.write_bytes(body)
+    path = write_outputs(tmp_path / f"latin{suffix}", (good, good, bad))
     with pytest.raises(DataError, match=rf"latin\{suffix}, row 2.*not valid UTF-8"):
         load_records(str(path))
 
@@ -124,12 +129,7 @@ def test_skip_mode_skips_bad_json_lines_and_bad_bytes_with_file_and_line(tmp_pat
 @pytest.mark.parametrize("suffix", [".json", ".csv"])
 def test_skip_mode_skips_bad_bytes_in_json_arrays_and_csv(tmp_path, suffix):
     good, bad = b"fine", b"caf\xe9"
-    if suffix == ".json":
-        body = b"[" + b",\n".join(b'{"instruction": "q", "output": "%s"}' % t for t in (good, bad, good)) + b"]"
-    else:
-        body = b"instruction,output\n" + b"".join(b"q,%s\n" % t for t in (good, bad, good))
-    path = tmp_path / f"latin{suffix}"
-    path.write_bytes(body)
+    path = write_outputs(tmp_path / f"latin{suffix}", (good, bad, good))
     assert [r.row for r in load_records(str(path), layout="alpaca", on_bad_row="skip")] == [0, 2]
 
 

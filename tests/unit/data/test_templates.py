@@ -52,12 +52,18 @@ def test_custom_template_needs_content_once():
         TextTemplate(user="{content}", assistant="no placeholder")
 
 
-def test_chat_template_spans_from_prefix_renders(tokenizer):
+def chat_tokenizer(tokenizer, content: str):
+    """The test tokenizer with a small chat template that renders each message's ``content`` expression."""
     tok = tokenizer.__class__(tokenizer_object=tokenizer.backend_tokenizer, bos_token="<s>", eos_token="</s>",
                               pad_token="<pad>")
-    tok.chat_template = ("{{ bos_token }}{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}"
+    tok.chat_template = ("{{ bos_token }}{% for m in messages %}<{{ m['role'] }}>{{ " + content + " }}"
                          "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}"
                          "{% if add_generation_prompt %}<assistant>{% endif %}")
+    return tok
+
+
+def test_chat_template_spans_from_prefix_renders(tokenizer):
+    tok = chat_tokenizer(tokenizer, "m['content']")
     template = build_template("chat", tok)
     r = template.render([Message("user", "Hi"), Message("assistant", "Hello", trainable=True)])
     assert r.text == "<s><user>Hi\n<assistant>Hello</s>\n"
@@ -104,11 +110,7 @@ def test_removed_custom_name_points_at_the_class(tokenizer):
 
 
 def test_chat_template_quoted_special_text_stays_text_and_its_own_specials_stay_special(tokenizer):
-    tok = tokenizer.__class__(tokenizer_object=tokenizer.backend_tokenizer, bos_token="<s>", eos_token="</s>",
-                              pad_token="<pad>")
-    tok.chat_template = ("{{ bos_token }}{% for m in messages %}<{{ m['role'] }}>{{ m['content'] | trim }}"
-                         "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}"
-                         "{% if add_generation_prompt %}<assistant>{% endif %}")
+    tok = chat_tokenizer(tokenizer, "m['content'] | trim")
     r = build_template("chat", tok).render([Message("user", "Write <s> and </s>"),
                                             Message("assistant", " It is </s>. ", trainable=True)])
     assert [r.text[s:e] for s, e in r.data] == ["Write <s> and </s>", "It is </s>."]  # trimmed contents found too
