@@ -1,6 +1,7 @@
 """Generation speed on CPU, the GenerationValidation workload: the quickstart's 48 prompts (advbench, xstest and
 ifeval from ../shared/data when present, plus 16 held-out instructions), greedy, 64 new tokens, batch 16, on the
-training-path model (Gemma-3-270M nf4 + LoRA r16, unmerged), all in one process and interleaved per round:
+training-path model (Gemma-3-270M nf4 + LoRA r16, unmerged; eager attention as in the quickstart unless
+``--attn_implementation``), all in one process and interleaved per round:
 
 - ``engine``: ``rt_lightning.generation.generate`` as it is now (dense copies of the 4-bit layers, contiguous head).
 - ``engine_4bit``: the same with ``dequantize_4bit=False`` (bitsandbytes dequantises in every forward).
@@ -129,6 +130,23 @@ def hardware_bound(model, batch: int, threads: int) -> dict:
             "bandwidth_bound_tok_s": batch * bandwidth / weight_bytes}
 
 
+def load_before(checkout: Path):
+    """``checkout``'s generation engine, importing ``checkout``'s attention switch (the live one would speed it up)."""
+    def load(name: str, relative: str):
+        spec = importlib.util.spec_from_file_location(name, checkout / relative)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        return module
+
+    live = sys.modules["rt_lightning.model.attention"]
+    try:
+        sys.modules["rt_lightning.model.attention"] = load("before_attention", "rt_lightning/model/attention.py")
+        return load("before_generation", "rt_lightning/generation.py")
+    finally:
+        sys.modules["rt_lightning.model.attention"] = live
+
+
 def first_difference(a: list[int], b: list[int]) -> int | None:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None if len(a) == len(b) else min(len(a), len(b)))
 
@@ -143,6 +161,8 @@ def main() -> None:
     parser.add_argument("--before", help="checkout whose rt_lightning/generation.py is the 'before' variant")
     parser.add_argument("--limit", type=int, help="first N prompts only (e.g. 16 with 256 tokens: the eval workload)")
     parser.add_argument("--data_root", default=str(SHARED))
+    parser.add_argument("--attn_implementation", default="eager",
+                        help="the model's attention kernel (eager: configs/quickstart.yaml's, so the callback's)")
     parser.add_argument("--llama_cpp", default="/tmp/nlc",
                         help="npm prefix holding node-llama-cpp (npm install --prefix DIR node-llama-cpp); "
                              "the llama.cpp peer is skipped with a note when it is not there")
@@ -152,21 +172,17 @@ def main() -> None:
     reuse_freed_memory()  # as python -m rt_lightning does
 
     module = ResponseTuningModule(model=EMBEDDED_GEMMA, quantize="nf4", lora_r=16, lora_alpha=16,
-                                  gradient_checkpointing=False, dense_cpu_base=False)
+                                  gradient_checkpointing=False, dense_cpu_base=False,
+                                  attn_implementation=args.attn_implementation)
     module.configure_model()
     model = module.model
     prompts, tokenizer = callback_prompts(EMBEDDED_GEMMA, Path(args.data_root))
     prompts = prompts[: args.limit]
     config = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    print(f"{len(prompts)} prompts, {args.max_new_tokens} new tokens, batch {args.batch_size}, {args.threads} threads")
+    print(f"{len(prompts)} prompts, {args.max_new_tokens} new tokens, batch {args.batch_size}, {args.threads} threads, "
+          f"{args.attn_implementation} attention")
 
-    before = None
-    if args.before:
-        source = Path(args.before) / "rt_lightning" / "generation.py"
-        spec = importlib.util.spec_from_file_location("before_generation", source)
-        before = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = before  # dataclasses look their module up there
-        spec.loader.exec_module(before)
+    before = load_before(Path(args.before)) if args.before else None
 
     def ids(texts_or_generations) -> list[list[int]]:
         return [tokenizer(g.text if hasattr(g, "text") else g, add_special_tokens=False)["input_ids"]
@@ -237,6 +253,7 @@ def main() -> None:
           f"{results['engine']['tok_s'] / bound['compute_bound_tok_s']:.0%} of the compute bound" if "engine" in results
           else "")
     print(json.dumps({"bench": "cpu_generation", "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
+                      "attn_implementation": args.attn_implementation,
                       "batch_size": args.batch_size, "results": results, "greedy_identity_vs": reference,
                       "identity": identity, "bound": bound}))
 

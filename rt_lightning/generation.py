@@ -23,8 +23,9 @@ from transformers.generation.logits_process import LogitsProcessorList, Temperat
 
 from rt_lightning.data.tokenize import tokenizer_adds_bos
 from rt_lightning.hub import unwrap_peft
-from rt_lightning.model.attention import padding_safe_attention
+from rt_lightning.model.attention import generation_attention
 from rt_lightning.model.dense4bit import dequantized_for_inference
+from rt_lightning.model.prefill import prefill
 
 
 @dataclass
@@ -90,11 +91,12 @@ def generate(model, tokenizer, prompts: Sequence[str], config: GenerationConfig 
     model.eval()
     encoded = encode_prompts(tokenizer, prompts, config.max_prompt_tokens)
     results: list[Optional[Generation]] = [None] * len(prompts)
-    decoder = _Decoder(model, tokenizer, config)
-    # Sharded weights (FSDP) change between forwards, so only a whole single-process model runs dense.
+    # Sharded weights (FSDP) change between forwards, so only a whole single-process model runs dense; and ranks
+    # must run the same number of forwards, so prompts are prefilled in one forward per batch there.
     sharded = synced_gpus and torch.distributed.is_initialized()
+    decoder = _Decoder(model, tokenizer, config, grouped_prefill=not sharded)
     try:
-        with padding_safe_attention(model), contiguous_head_input(model), \
+        with generation_attention(model), contiguous_head_input(model), \
                 dequantized_for_inference(model, config.dequantize_4bit and not sharded):
             steps = decoder.run(encoded, results, on_batch)
             if not synced_gpus or not torch.distributed.is_initialized():
@@ -141,8 +143,9 @@ def _run_in_lockstep(steps: Iterator[None], dummy_forward: Callable[[], None], d
 
 
 class _Decoder:
-    def __init__(self, model, tokenizer, config: GenerationConfig):
+    def __init__(self, model, tokenizer, config: GenerationConfig, grouped_prefill: bool = True):
         self.model, self.tokenizer, self.config = model, tokenizer, config
+        self.grouped_prefill = grouped_prefill
         self.device = next(p.device for p in model.parameters())
         self.eos_ids = _eos_ids(model, tokenizer)
         # transformers renamed ``past_key_values`` to ``cache`` (and warns on the old name); older versions lack it.
@@ -179,16 +182,19 @@ class _Decoder:
             attention[row, width - len(ids):] = 1
         input_ids, attention = input_ids.to(self.device), attention.to(self.device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
+        if self.grouped_prefill:
+            logits, cache = prefill(self._forward, self.model.config, input_ids, attention, positions,
+                                    list(map(len, rows)))
+        else:
+            cache = DynamicCache(config=self.model.config)
+            logits = self._forward(input_ids, attention, positions, cache)
         live = list(range(len(rows)))  # batch row -> original row, for the rows still decoding
         tokens: list[list[int]] = [[] for _ in rows]
         while True:
-            logits = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                                use_cache=True, logits_to_keep=1, **{self.cache_kwarg: cache}).logits[:, -1, :].float()
             yield
-            next_ids = self._pick(logits, generator)
+            next_ids, finite = self._pick(logits, generator)
             # One host transfer per step carries both the tokens and the finiteness check.
-            picked, finite = torch.stack([next_ids, torch.isfinite(logits).all(-1).long()]).tolist()
+            picked, finite = torch.stack([next_ids, finite.long()]).tolist()
             if not all(finite):
                 bad = [live[slot] for slot, ok in enumerate(finite) if not ok]
                 raise FloatingPointError(
@@ -216,12 +222,31 @@ class _Decoder:
             input_ids = next_ids[:, None]
             attention = torch.cat([attention, attention.new_ones(len(live), 1)], dim=1)
             positions = positions[:, -1:] + 1
+            logits = self._forward(input_ids, attention, positions, cache)
 
-    def _pick(self, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def _forward(self, input_ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor,
+                 cache: DynamicCache) -> torch.Tensor:
+        """The model's next-token logits (rows, vocab), extending ``cache``."""
+        return self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True,
+                          logits_to_keep=1, **{self.cache_kwarg: cache}).logits[:, -1, :]
+
+    def _pick(self, logits: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next token per row, and whether the row's logits are all finite.
+
+        Greedy reads the logits in their own dtype: an fp32 copy holds the same values, so the same first maximum,
+        and skipping it (and a full ``isfinite``) saves ~65 ms per step at batch 48 over Gemma's 262k-token vocabulary
+        on CPU. ``max`` propagates NaN and +inf, ``amin`` shows -inf: together they check every logit.
+        """
+        lowest = logits.amin(-1)
         if not self.config.do_sample:
-            return logits.argmax(-1)
+            highest, next_ids = logits.max(-1)
+            return next_ids, torch.isfinite(lowest) & torch.isfinite(highest)
+        logits = logits.float()
+        finite = torch.isfinite(lowest) & torch.isfinite(logits.amax(-1))
+        # A spoilt row samples from zeros instead, so the caller reports it rather than ``multinomial`` failing.
+        logits = torch.where(finite[:, None], logits, 0.0)
         probs = torch.softmax(self.warpers(None, logits), dim=-1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1), finite
 
     def _finish_reason(self, tokens: list[int], token: int) -> Optional[str]:
         """Why the row ends with ``token`` appended, or None if it goes on."""

@@ -56,8 +56,8 @@ def test_finished_rows_leave_the_batch_and_change_nothing(model, tokenizer):
     free = generate(model, tokenizer, PROMPTS, GenerationConfig(max_new_tokens=16))
     stops = [g.text[2 + 5 * k: 4 + 5 * k] for k, g in enumerate(free)]
     config = GenerationConfig(max_new_tokens=16, batch_size=3, stop_strings=stops)
-    widths = []
-    handle = model.register_forward_pre_hook(lambda m, args, kwargs: widths.append(kwargs["input_ids"].shape[0]),
+    shapes = []
+    handle = model.register_forward_pre_hook(lambda m, args, kwargs: shapes.append(kwargs["input_ids"].shape),
                                              with_kwargs=True)
     try:
         batched = generate(model, tokenizer, PROMPTS, config)
@@ -66,8 +66,11 @@ def test_finished_rows_leave_the_batch_and_change_nothing(model, tokenizer):
     single = [generate(model, tokenizer, [p], config)[0] for p in PROMPTS]
     assert batched == single
     assert {g.finish_reason for g in batched} == {"stop"} and len({g.num_tokens for g in batched}) == 3
-    assert widths[0] == 3 and widths[-1] == 1 and widths == sorted(widths, reverse=True)
-    assert len(widths) == max(g.num_tokens for g in batched)  # no forward after the last row is done
+    prompt_rows = [rows for rows, width in shapes if width > 1]  # the prefill may run in length groups
+    steps = [rows for rows, width in shapes if width == 1]
+    assert sum(prompt_rows) == 3 and len(prompt_rows) + len(steps) == len(shapes)
+    assert steps[0] == 3 and steps[-1] == 1 and steps == sorted(steps, reverse=True)
+    assert 1 + len(steps) == max(g.num_tokens for g in batched)  # no forward after the last row is done
 
 
 def _nan_on_blind_rows(module, query, key, value, attention_mask, **kwargs):
@@ -100,11 +103,18 @@ def test_left_padding_survives_an_sdpa_kernel_that_gives_nan_on_blind_rows(model
     assert generate(model, tokenizer, PROMPTS, config) == clean
 
 
-def test_non_finite_logits_stop_generation_with_an_error(model, tokenizer):
-    handle = model.lm_head.register_forward_hook(lambda m, i, out: out * float("nan"))
+@pytest.mark.parametrize("spoil", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_non_finite_logits_stop_generation_with_an_error(model, tokenizer, spoil, do_sample):
+    def spoil_one_logit(module, inputs, out):
+        out = out.clone()
+        out[..., 3] = float(spoil)  # one logit of every row: greedy alone would never notice a -inf
+        return out
+
+    handle = model.lm_head.register_forward_hook(spoil_one_logit)
     try:
         with pytest.raises(FloatingPointError, match="Non-finite logits"):
-            generate(model, tokenizer, PROMPTS, GenerationConfig(max_new_tokens=4))
+            generate(model, tokenizer, PROMPTS, GenerationConfig(max_new_tokens=4, do_sample=do_sample))
     finally:
         handle.remove()
 
