@@ -5,9 +5,11 @@ pads little, left-padded (decoder-only models continue from the right edge), and
 default. A row finishes on EOS, on a stop string, or at ``max_new_tokens``; the reason is reported per row.
 
 The decode loop is ours rather than HF ``generate`` so that finished rows leave the batch at once (their KV-cache
-rows are dropped): a batch costs what its live rows cost, not what its longest row costs. Attention runs through
-:mod:`rt_lightning.model.attention` (finite on left padding, where CUDA SDPA gives NaN), and non-finite logits stop
-generation with an error instead of becoming degenerate text.
+rows are dropped): a batch costs what its live rows cost, not what its longest row costs; and the prompts are
+prefilled in groups of similar length (:mod:`rt_lightning.model.prefill`), so a batch's prompt forward costs what its
+prompts hold, not what its padding holds. Attention runs through :mod:`rt_lightning.model.attention` (finite on left
+padding, where CUDA SDPA gives NaN; no KV-cache copies for grouped-query heads under eager attention), and non-finite
+logits stop generation with an error instead of becoming degenerate text.
 """
 
 from __future__ import annotations
