@@ -9,6 +9,7 @@ alike. Variants:
 - ``sdpa``: ``now`` with the library's default attention (SDPA);
 - ``fp32``: the same with ``precision: 32-true`` (the adapter path in fp32, as before);
 - ``system_malloc``: ``now`` with glibc's default allocation (every large tensor a fresh mmap);
+- ``torch_dropout``: ``now`` with ``bulk_cpu_dropout: false`` (PyTorch's per-element Bernoulli masks);
 - ``4bit``: ``now`` with ``dense_cpu_base: false`` (bitsandbytes dequantises in every forward and backward);
 - ``before``: with ``--before DIR``, the code checked out in DIR (e.g. an older commit) with the quickstart it had
   (``32-true``).
@@ -51,6 +52,8 @@ def worker(settings: dict) -> None:
         reuse_freed_memory()
     L.seed_everything(0)
     extra = {} if variant == "before" else {"dense_cpu_base": variant != "4bit"}
+    if variant == "torch_dropout":
+        extra["bulk_cpu_dropout"] = False
     if variant not in ("before", "sdpa"):
         extra["attn_implementation"] = "eager"
     module = ResponseTuningModule(model=settings["model"] or EMBEDDED_GEMMA, quantize="nf4", lora_r=16, lora_alpha=16,

@@ -12,6 +12,7 @@ from torchmetrics import MeanMetric
 
 from rt_lightning.constants import EMBEDDED_GEMMA
 from rt_lightning.hub import load_causal_lm
+from rt_lightning.model.cpu_dropout import use_bulk_dropout
 from rt_lightning.model.dense4bit import cache_dequantized
 from rt_lightning.model.fsdp import prepare_strategy, shard_fsdp2
 from rt_lightning.model.loss import masked_lm_loss, release_cpu_loss_buffers
@@ -82,6 +83,7 @@ class ResponseTuningModule(L.LightningModule):
         loss_chunk_size: int = 256,
         attn_implementation: Optional[str] = None,
         dense_cpu_base: bool = True,
+        bulk_cpu_dropout: bool = True,
     ):
         """
         Args:
@@ -102,6 +104,9 @@ class ResponseTuningModule(L.LightningModule):
             dense_cpu_base: With ``quantize`` on a single CPU process, dequantise the frozen 4-bit base once and keep
                 the dense copy (the values bitsandbytes recomputes in every forward and backward): same losses and
                 gradients, faster steps, 2 more bytes per base parameter of memory.
+            bulk_cpu_dropout: On CPU, draw LoRA dropout masks in bulk (NumPy PCG64 seeded from torch's generator,
+                so seeding and exact resume hold) instead of PyTorch's per-element Bernoulli draws; other masks than
+                ``nn.Dropout``'s for the same seed. GPU tensors always take ``nn.Dropout``'s path.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -139,6 +144,8 @@ class ResponseTuningModule(L.LightningModule):
         lora = LoraConfig(r=hp.lora_r, lora_alpha=hp.lora_alpha, lora_dropout=hp.lora_dropout,
                           target_modules=hp.lora_target_modules, bias="none", task_type="CAUSAL_LM")
         self.model = get_peft_model(base, lora)
+        if hp.bulk_cpu_dropout:
+            use_bulk_dropout(self.model)
         world = self.trainer.world_size if self._trainer is not None else 1
         if hp.quantize is not None and hp.dense_cpu_base and world == 1:
             cached = cache_dequantized(self.model)  # only CPU layers; GPU layers keep bitsandbytes' fused kernels
