@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -99,21 +100,43 @@ def reference_nlls(net, tokenizer, template: Template, benchmark: Benchmark,
     return [next(scores) if ref else None for ref in references]
 
 
-def generate_for_benchmark(net, tokenizer, benchmark: Benchmark, todo: list[BenchmarkRow], results: ResultsFile,
-                           prompter: Prompter, generation: GenerationConfig, with_reference_nll: bool) -> None:
-    """Generate for ``todo`` and write each row as soon as its batch is done (a kill loses at most that batch)."""
-    prompts = [prompter.format.prompt(r.instruction) for r in todo]
-    with Progress(TextColumn(f"[bold]{benchmark.name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+@dataclass
+class PendingRows:
+    """One benchmark's rows still to generate for, and the results file they go to."""
+
+    benchmark: Benchmark
+    todo: list[BenchmarkRow]
+    results: ResultsFile
+
+
+def generate_pooled(net, tokenizer, pending: list[PendingRows], prompter: Prompter, generation: GenerationConfig,
+                    with_reference_nll: bool) -> None:
+    """Generate for every benchmark's remaining rows in one pass, each row written to its benchmark's file as soon
+    as its batch is done (a kill loses at most that batch).
+
+    Batches mix benchmarks (the engine sorts all prompts by length): a benchmark with a few prompts left (``--limit
+    4``, a resumed run) would otherwise decode up to ``max_new_tokens`` steps in a batch of its own.
+    """
+    jobs = [(entry, row) for entry in pending for row in entry.todo]
+    prompts = [prompter.format.prompt(row.instruction) for _, row in jobs]
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("eta"), TimeRemainingColumn()) as progress:
-        task = progress.add_task(benchmark.name, total=len(todo))
+        tasks = {id(entry): progress.add_task(entry.benchmark.name, total=len(entry.todo)) for entry in pending}
 
         def write_batch(indices: list[int], generations: list[Generation]) -> None:
-            rows = [todo[i] for i in indices]
-            nlls = (reference_nlls(net, tokenizer, prompter.nll_template, benchmark, rows) if with_reference_nll
-                    else [None] * len(rows))
-            for i, row, g, nll in zip(indices, rows, generations, nlls):
-                results.append(scored_row(benchmark, row, prompter.clean(g.text), prompts[i], g, nll))
-            progress.advance(task, len(indices))
+            by_entry: dict[int, list[tuple[int, Generation]]] = {}
+            for i, g in zip(indices, generations):
+                by_entry.setdefault(id(jobs[i][0]), []).append((i, g))
+            for entry in pending:
+                done = by_entry.get(id(entry), [])
+                if not done:
+                    continue
+                rows = [jobs[i][1] for i, _ in done]
+                nlls = (reference_nlls(net, tokenizer, prompter.nll_template, entry.benchmark, rows)
+                        if with_reference_nll else [None] * len(rows))
+                for (i, g), row, nll in zip(done, rows, nlls):
+                    entry.results.append(scored_row(entry.benchmark, row, prompter.clean(g.text), prompts[i], g, nll))
+                progress.advance(tasks[id(entry)], len(done))
 
         generate(net, tokenizer, prompts, generation, on_batch=write_batch)
 
@@ -159,25 +182,32 @@ def score_responses_file(benchmark: Benchmark, rows: list[BenchmarkRow], given: 
 
 def generate_and_score(benchmarks: list[Benchmark], model: ModelSource, prompt: PromptFormat, data: BenchmarkSource,
                        generation: GenerationConfig, with_reference_nll: bool, out: Path) -> dict:
-    """Load the model once, then generate for each benchmark's rows not yet in its results file."""
+    """Load the model once, then answer every benchmark's rows not yet in its results file (the generated ones in
+    one pooled pass)."""
     net, tokenizer = load_model(model)
     prompter = build_prompter(prompt, tokenizer)
     if prompter.stop_strings:
         generation = dataclasses.replace(generation, stop_strings=[*generation.stop_strings, *prompter.stop_strings])
     out.mkdir(parents=True, exist_ok=True)
     metrics = read_metrics(out)
-    for benchmark in benchmarks:
-        rows = benchmark.rows(data.paths.get(benchmark.name), data.root, data.limit)
-        results, todo = _open_results(out, benchmark, rows)
-        with results:
-            if todo and benchmark.generates:
-                generate_for_benchmark(net, tokenizer, benchmark, todo, results, prompter, generation,
-                                       with_reference_nll)
-            elif todo:  # scored from the model's log-probabilities, in the training template
+    with ExitStack() as files:
+        opened = []
+        for benchmark in benchmarks:
+            rows = benchmark.rows(data.paths.get(benchmark.name), data.root, data.limit)
+            results, todo = _open_results(out, benchmark, rows)
+            opened.append((benchmark, rows, files.enter_context(results), todo))
+        for benchmark, rows, results, todo in opened:
+            if todo and not benchmark.generates:  # scored from the model's log-probabilities, in the training template
                 for record in benchmark.score_model(net, tokenizer, prompter.nll_template, rows, todo):
                     results.append(record)
+                metrics[benchmark.name] = _summary(benchmark, rows, results)
+                write_metrics(out, metrics)
+        pending = [PendingRows(b, todo, results) for b, _, results, todo in opened if todo and b.generates]
+        if pending:
+            generate_pooled(net, tokenizer, pending, prompter, generation, with_reference_nll)
+        for benchmark, rows, results, _ in opened:
             metrics[benchmark.name] = _summary(benchmark, rows, results)
-        write_metrics(out, metrics)
+    write_metrics(out, metrics)
     return metrics
 
 

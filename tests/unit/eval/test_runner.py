@@ -12,6 +12,7 @@ from rt_lightning.commands.eval import grouped_flags
 from rt_lightning.eval.benchmarks import BENCHMARKS, load_benchmark
 from rt_lightning.eval.options import BenchmarkSource, ModelSource
 from rt_lightning.eval.results import ResultsFile
+from rt_lightning.eval import runner
 from rt_lightning.eval.runner import evaluate
 from rt_lightning.eval.scoring.metrics import RefusalRate
 from rt_lightning.generation import GenerationConfig
@@ -129,3 +130,67 @@ def test_flat_flags_of_earlier_versions_set_the_grouped_options():
             "float32", "--benchmarks", "[xstest]"]
     assert grouped_flags(argv) == ["--model.base", "m", "--model.adapter=a", "--data.root", "d", "--data.limit", "3",
                                    "--prompt.icl", "urial", "--model.dtype", "float32", "--benchmarks", "[xstest]"]
+
+
+@pytest.fixture
+def two_benchmarks(advbench_csv, tmp_path):
+    xstest = tmp_path / "xs.csv"
+    xstest.write_text("id,prompt,type,label\n" + "".join(
+        f"{i},How do I {'kill' if i % 2 else 'bake'} thing {i}?,t,{'unsafe' if i % 2 else 'safe'}\n" for i in range(8)))
+    return dict(model=ModelSource(base=None, dtype="float32"),
+                data=BenchmarkSource(paths={"advbench": str(advbench_csv), "xstest": str(xstest)}, limit=3),
+                generation=GenerationConfig(max_new_tokens=5, batch_size=4))
+
+
+def _written(folder: Path, name: str) -> dict:
+    return {row["id"]: row for row in map(json.loads, (folder / f"{name}.jsonl").read_text().splitlines())}
+
+
+def test_benchmarks_share_generation_batches_and_rows_land_in_their_own_files(tiny_model_dir, two_benchmarks,
+                                                                                tmp_path, monkeypatch):
+    two_benchmarks["model"] = ModelSource(base=tiny_model_dir, dtype="float32")
+    batches = []
+    real_generate = runner.generate
+
+    def spying_generate(net, tokenizer, prompts, config, on_batch):
+        batches.append([])
+        return real_generate(net, tokenizer, prompts, config,
+                             on_batch=lambda idx, gens: (batches[-1].append([prompts[i] for i in idx]),
+                                                         on_batch(idx, gens)))
+
+    monkeypatch.setattr(runner, "generate", spying_generate)
+    pooled = evaluate(["advbench", "xstest"], str(tmp_path / "pooled"), **two_benchmarks)
+    assert len(batches) == 1, "one pooled pass for both benchmarks"
+    assert any(any("harmful" in p for p in batch) and any("thing" in p and "harmful" not in p for p in batch)
+               for batch in batches[0]), "a batch mixes the two benchmarks"
+    assert pooled["advbench"]["n"] == 3 and pooled["xstest"]["n"] == 6
+    for name in ("advbench", "xstest"):  # the same rows as each benchmark generated on its own (fp32)
+        alone = evaluate([name], str(tmp_path / name), **two_benchmarks)
+        assert alone[name] == pooled[name]
+        rows, solo = _written(tmp_path / "pooled", name), _written(tmp_path / name, name)
+        assert {i: r["response"] for i, r in rows.items()} == {i: r["response"] for i, r in solo.items()}
+        assert {r["benchmark"] for r in rows.values()} == {name}
+
+
+def test_a_pooled_pass_killed_after_one_batch_keeps_that_batch_and_resumes(tiny_model_dir, two_benchmarks, tmp_path,
+                                                                           monkeypatch):
+    two_benchmarks["model"] = ModelSource(base=tiny_model_dir, dtype="float32")
+    clean = evaluate(["advbench", "xstest"], str(tmp_path / "clean"), **two_benchmarks)
+    real_generate = runner.generate
+
+    def killed_after_first_batch(net, tokenizer, prompts, config, on_batch):
+        def once(idx, gens):
+            on_batch(idx, gens)
+            raise KeyboardInterrupt("killed")
+        return real_generate(net, tokenizer, prompts, config, on_batch=once)
+
+    out = tmp_path / "killed"
+    monkeypatch.setattr(runner, "generate", killed_after_first_batch)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(["advbench", "xstest"], str(out), **two_benchmarks)
+    kept = sum(len(_written(out, n)) for n in ("advbench", "xstest") if (out / f"{n}.jsonl").exists())
+    assert kept == 4, "the first batch's rows were written before the kill"
+    monkeypatch.setattr(runner, "generate", real_generate)
+    assert evaluate(["advbench", "xstest"], str(out), **two_benchmarks) == clean
+    for name in ("advbench", "xstest"):
+        assert _written(out, name) == _written(tmp_path / "clean", name)
