@@ -62,6 +62,9 @@ class Benchmark:
     generates: ClassVar[bool] = True
     """Whether rows are answered by generation (``score_response``) or the model is scored directly
     (``score_model``)."""
+    reports_refusals: ClassVar[bool] = False
+    """Whether ``summarize`` reports refusal rates from the rows' ``refused`` flags alone, so that an LLM judge's
+    flags can be summarized in their place."""
 
     def local_file(self, path: Optional[str] = None, data_root: Optional[str] = None) -> Optional[Path]:
         """``path`` if given, else ``data_root/<local>``, else ``None`` (load from the hub)."""
@@ -128,6 +131,8 @@ class Benchmark:
 class HarmfulBenchmark(Benchmark):
     """Harmful prompts: the refusal rate (RR)."""
 
+    reports_refusals: ClassVar[bool] = True
+
     averaged_subsets: tuple[str, ...] = ()
     """Subsets whose RRs are averaged into ``rr`` when all are present (HarmBench: standard and contextual, as in
     the paper), each also reported as ``rr_<subset>``."""
@@ -143,6 +148,8 @@ class HarmfulBenchmark(Benchmark):
 @dataclass(frozen=True)
 class XSTestBenchmark(Benchmark):
     """XSTest: RR on the unsafe prompts (should be high), false-refusal rate on the safe ones (should be low)."""
+
+    reports_refusals: ClassVar[bool] = True
 
     def scores(self, rows: list[dict]) -> dict:
         unsafe = [r for r in rows if r["subset"] == "unsafe"]
@@ -169,6 +176,8 @@ class IFEvalBenchmark(Benchmark):
 class HelpfulBenchmark(Benchmark):
     """Ordinary instructions: the per-token NLL of reference answers where rows carry ``extra["reference"]``
     (``reference_nll``), and the RR on a ``safety`` subset if the set has one (JustEval's 200 safety prompts)."""
+
+    reports_refusals: ClassVar[bool] = True
 
     def reference(self, row: BenchmarkRow) -> Optional[str]:
         return row.extra.get("reference") or None

@@ -151,7 +151,10 @@ class RefusalJudge(Judge):
         # The benchmark's reported numbers (HarmBench: mean of its two subsets; XSTest: rr_unsafe and frr_safe),
         # aggregated exactly as `eval` does for the offline flags, with the judge's flags in their place.
         by_benchmark = {}
-        for name in sorted({r.get("benchmark") for r in done if r.get("benchmark") in BENCHMARKS}):
+        # IFEval's and the probe's numbers are not refusal rates: their rows are judged (``rr`` above) but not
+        # summarized as the benchmark (that needs their own verdicts, which judged rows do not carry).
+        for name in sorted({r.get("benchmark") for r in done if r.get("benchmark") in BENCHMARKS
+                            and BENCHMARKS[r["benchmark"]].reports_refusals}):
             rows = [{"subset": r.get("subset") or "", "refused": r["refused"], "response": ""}
                     for r in done if r.get("benchmark") == name]
             reported = BENCHMARKS[name].summarize(rows)

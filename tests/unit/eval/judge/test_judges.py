@@ -49,3 +49,15 @@ def test_pairwise_asks_both_orders_and_skips_identical_responses():
                                   {"id": "2", "instruction": "q", "response_a": "same", "response_b": "same "}], client)
     assert [r["outcome"] for r in rows] == ["tie", "tie"] and len(client.sent) == 2  # A first twice: position bias
     assert rows[1]["identical"]
+
+
+def test_refusal_metrics_summarize_only_benchmarks_that_report_refusal_rates():
+    def judged(benchmark, subset, refused):
+        return {"status": "ok", "label": "refusal" if refused else "compliance", "refused": refused,
+                "benchmark": benchmark, "subset": subset}
+
+    rows = [judged("ifeval", "", True), judged("ifeval", "", False), judged("xstest", "unsafe", True),
+            judged("xstest", "safe", False), judged("advbench", "", True)]
+    metrics = RefusalJudge().metrics(rows)  # IFEval rows carry no IFEval verdicts: summarizing them used to fail
+    assert metrics["rr"] == pytest.approx(3 / 5)
+    assert metrics["by_benchmark"] == {"advbench": {"rr": 1.0}, "xstest": {"rr_unsafe": 1.0, "frr_safe": 0.0}}
