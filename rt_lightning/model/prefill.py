@@ -57,6 +57,12 @@ def _joinable(cache: DynamicCache, width: int) -> bool:
     return True
 
 
+def _batch_buffer(group_states: torch.Tensor, rows: int, width: int) -> torch.Tensor:
+    """Zeros for a layer's keys or values of the whole batch: (rows, heads, width, dim)."""
+    _, heads, _, dim = group_states.shape
+    return group_states.new_zeros(rows, heads, width, dim)
+
+
 def prefill(forward: Forward, config, input_ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor,
             lengths: list[int]) -> tuple[torch.Tensor, DynamicCache]:
     """Last-position logits (rows, vocab) and the KV cache of a left-padded prompt batch.
@@ -70,17 +76,19 @@ def prefill(forward: Forward, config, input_ids: torch.Tensor, attention: torch.
     padded = sum((stop - start) * max(lengths[start:stop]) for start, stop in groups)
     if len(groups) == 1 or padded > (1 - MIN_PADDING_SAVED) * width * len(lengths) or not _joinable(cache, width):
         return forward(input_ids, attention, positions, cache), cache
-    logits, keys, values = [], [], []
+    logits, keys, values = [], None, None
     for start, stop in groups:
         group_width = max(lengths[start:stop])
         group_cache = DynamicCache(config=config)
         columns = slice(width - group_width, width)  # left padding: a group's rows all end at the right edge
         logits.append(forward(input_ids[start:stop, columns], attention[start:stop, columns],
                               positions[start:stop, columns], group_cache))
-        pad = (0, 0, width - group_width, 0)  # zeros on the left of the position axis, up to the batch width
-        keys.append([torch.nn.functional.pad(layer.keys, pad) for layer in group_cache.layers])
-        values.append([torch.nn.functional.pad(layer.values, pad) for layer in group_cache.layers])
+        if keys is None:  # zeros where a row has no prompt position, as the padded prefill's masked slots
+            keys = [_batch_buffer(layer.keys, len(lengths), width) for layer in group_cache.layers]
+            values = [_batch_buffer(layer.values, len(lengths), width) for layer in group_cache.layers]
+        for index, layer in enumerate(group_cache.layers):
+            keys[index][start:stop, :, width - group_width:] = layer.keys
+            values[index][start:stop, :, width - group_width:] = layer.values
     for index in range(len(cache.layers)):
-        cache.update(torch.cat([group[index] for group in keys]), torch.cat([group[index] for group in values]),
-                     index)
+        cache.update(keys[index], values[index], index)
     return torch.cat(logits), cache
