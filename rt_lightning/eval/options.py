@@ -58,3 +58,9 @@ class BenchmarkSource:
     """Per-benchmark local files, overriding ``root`` (``{"ifeval": "my.jsonl"}``). Flat flag: ``--paths``."""
     limit: Optional[int] = None
     """First N prompts of each benchmark (of each subset for two-sided sets such as XSTest). Flat flag: ``--limit``."""
+    limits: dict[str, int] = field(default_factory=dict)
+    """Per-benchmark limits overriding ``limit`` (``{"xstest": 450, "ifeval": 24}``): one call can then evaluate
+    benchmarks at different sizes, generating for all of them in shared batches."""
+
+    def limit_of(self, benchmark: str) -> Optional[int]:
+        return self.limits.get(benchmark, self.limit)

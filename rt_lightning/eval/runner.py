@@ -162,7 +162,7 @@ def checked_responses(path: str, benchmark: Benchmark, data: BenchmarkSource) ->
     """The benchmark's rows and the responses file matched to them, checked whole (nothing is written yet)."""
     if not benchmark.generates:
         raise ValueError(f"{benchmark.name} scores the model itself, not responses: run it with --model.*")
-    rows = benchmark.rows(data.paths.get(benchmark.name), data.root, data.limit)
+    rows = benchmark.rows(data.paths.get(benchmark.name), data.root, data.limit_of(benchmark.name))
     return rows, read_responses(path, benchmark, rows)
 
 
@@ -193,7 +193,7 @@ def generate_and_score(benchmarks: list[Benchmark], model: ModelSource, prompt: 
     with ExitStack() as files:
         opened = []
         for benchmark in benchmarks:
-            rows = benchmark.rows(data.paths.get(benchmark.name), data.root, data.limit)
+            rows = benchmark.rows(data.paths.get(benchmark.name), data.root, data.limit_of(benchmark.name))
             results, todo = _open_results(out, benchmark, rows)
             opened.append((benchmark, rows, files.enter_context(results), todo))
         for benchmark, rows, results, todo in opened:

@@ -14,7 +14,6 @@ import logging
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
@@ -67,26 +66,22 @@ def eval_model_args(preset: Preset, arm: Arm, checkpoint: Optional[str]) -> list
     return args
 
 
-def eval_commands(preset: Preset, arm: Arm, checkpoint: Optional[str]) -> list[list[str]]:
-    """One ``eval`` call per distinct per-benchmark limit (``eval``'s ``--limit`` applies to all its benchmarks)."""
+def eval_command(preset: Preset, arm: Arm, checkpoint: Optional[str]) -> list[str]:
+    """The arm's one ``eval`` call: every benchmark at its own limit, so their generations share batches and the
+    model loads once."""
     settings = preset.eval
-    by_limit: dict[Optional[int], list[str]] = defaultdict(list)
-    for name, limit in settings.benchmarks.items():
-        by_limit[limit].append(name)
-    commands = []
-    for limit, names in by_limit.items():
-        args = [sys.executable, "-m", "rt_lightning", "eval", *eval_model_args(preset, arm, checkpoint),
-                "--benchmarks", json.dumps(names), "--output_dir", str(arm_dir(preset, arm) / "eval"),
-                "--generation.max_new_tokens", str(settings.max_new_tokens),
-                "--generation.batch_size", str(settings.batch_size)]
-        if limit is not None:
-            args += ["--data.limit", str(limit)]
-        if settings.data_root:
-            args += ["--data.root", settings.data_root]
-        if settings.paths:
-            args += ["--data.paths", json.dumps(settings.paths)]
-        commands.append(args + list(settings.extra_args))
-    return commands
+    limits = {name: limit for name, limit in settings.benchmarks.items() if limit is not None}
+    args = [sys.executable, "-m", "rt_lightning", "eval", *eval_model_args(preset, arm, checkpoint),
+            "--benchmarks", json.dumps(list(settings.benchmarks)), "--output_dir", str(arm_dir(preset, arm) / "eval"),
+            "--generation.max_new_tokens", str(settings.max_new_tokens),
+            "--generation.batch_size", str(settings.batch_size)]
+    if limits:
+        args += ["--data.limits", json.dumps(limits)]
+    if settings.data_root:
+        args += ["--data.root", settings.data_root]
+    if settings.paths:
+        args += ["--data.paths", json.dumps(settings.paths)]
+    return args + list(settings.extra_args)
 
 
 def _run(args: list[str], log_file: Path) -> None:
@@ -136,8 +131,7 @@ def run_eval(preset: Preset, arm: Arm, checkpoint: Optional[str]) -> None:
         return
     start = time.perf_counter()
     try:
-        for args in eval_commands(preset, arm, checkpoint):
-            _run(args, folder / "eval.log")
+        _run(eval_command(preset, arm, checkpoint), folder / "eval.log")
     finally:
         _add_time(folder, "eval", time.perf_counter() - start)
     atomic_write_json(marker, {"benchmarks": sorted(preset.eval.benchmarks)})

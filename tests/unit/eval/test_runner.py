@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from rt_lightning.commands.eval import grouped_flags
+from rt_lightning.eval import runner
 from rt_lightning.eval.benchmarks import BENCHMARKS, load_benchmark
 from rt_lightning.eval.options import BenchmarkSource, ModelSource
 from rt_lightning.eval.results import ResultsFile
-from rt_lightning.eval import runner
 from rt_lightning.eval.runner import evaluate
 from rt_lightning.eval.scoring.metrics import RefusalRate
 from rt_lightning.generation import GenerationConfig
