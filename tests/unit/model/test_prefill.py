@@ -1,8 +1,11 @@
+import pytest
 import torch
 from transformers import DynamicCache
 
-from rt_lightning.generation import encode_prompts
-from rt_lightning.model.prefill import _joinable, length_groups, prefill
+from rt_lightning import generation
+from rt_lightning.generation import GenerationConfig, encode_prompts, generate
+from rt_lightning.model import prefill as prefill_module
+from rt_lightning.model.prefill import _joinable, length_groups, prefill, shared_prefix_length
 
 
 def test_length_groups_split_where_rows_get_much_shorter_or_a_group_is_full():
@@ -62,5 +65,73 @@ def test_a_batch_with_little_padding_or_a_cropping_cache_is_prefilled_in_one_for
     assert calls == [input_ids.shape]
 
     gemma = Gemma3TextConfig(num_hidden_layers=2, sliding_window=4, layer_types=["sliding_attention", "full_attention"])
-    assert not _joinable(DynamicCache(config=gemma), width=10)  # the sliding layer would crop a 10-token prompt
-    assert _joinable(DynamicCache(config=gemma), width=3)
+    assert _joinable(DynamicCache(config=gemma))  # sliding layers join at any width: each row's window, right-aligned
+
+
+def test_shared_prefix_length_leaves_every_row_a_token_of_its_own():
+    rows = [torch.tensor(r) for r in ([1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 9], [1, 2, 3, 4])]
+    assert shared_prefix_length(rows) == 3  # the shortest row keeps its last token
+    assert shared_prefix_length([torch.tensor([1, 2, 3]), torch.tensor([7, 2, 3])]) == 0
+
+
+@pytest.fixture(scope="module")
+def gemma(tokenizer):
+    """A random 2-layer Gemma-3 with a sliding window far shorter than the test prompts."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=1, head_dim=8, sliding_window=6,
+                              layer_types=["sliding_attention", "full_attention"], max_position_embeddings=512,
+                              pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                              eos_token_id=tokenizer.eos_token_id, attn_implementation="eager")
+    return Gemma3ForCausalLM(config).eval()
+
+
+EXAMPLES = "Here are some examples of good answers. Question: what is two plus two? Answer: four. "
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-prefix", "length-groups"])
+def test_prefill_past_the_sliding_window_gives_the_padded_logits_and_cache(gemma, tokenizer, shared, monkeypatch):
+    monkeypatch.setattr(prefill_module, "MIN_SHARED_PREFIX", 8 if shared else 10_000)
+    head = EXAMPLES if shared else ""
+    prompts = [head + "Give me three tips for sleeping well at night, and explain each one please.",
+               head + "Hi", head + "Name a colour.", head + "Ok", head + "Why?"]
+    input_ids, attention, positions, lengths = _batch(tokenizer, prompts)
+    calls = []
+
+    def forward(ids, mask, pos, cache):
+        calls.append(ids.shape)
+        return gemma(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
+                     logits_to_keep=1).logits[:, -1, :]
+
+    with torch.no_grad():
+        padded_cache = DynamicCache(config=gemma.config)
+        padded = forward(input_ids, attention, positions, padded_cache)
+        calls.clear()
+        joined, cache = prefill(forward, gemma.config, input_ids, attention, positions, lengths)
+    assert len(calls) > 1 and sum(rows * width for rows, width in calls) < input_ids.numel()
+    if shared:
+        assert calls[0][0] == 1  # the prefix, once
+    torch.testing.assert_close(joined, padded, rtol=1e-5, atol=1e-5)
+    assert cache.get_seq_length() == padded_cache.get_seq_length() == input_ids.shape[1]
+    for ours, theirs in zip(cache.layers, padded_cache.layers):
+        assert ours.keys.shape == theirs.keys.shape
+        visible = attention.bool()[:, -ours.keys.shape[-2]:][:, None, :, None]
+        torch.testing.assert_close(ours.keys * visible, theirs.keys * visible, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ours.values * visible, theirs.values * visible, rtol=1e-5, atol=1e-5)
+
+
+def test_generation_from_a_shared_prefix_gives_the_padded_prefills_tokens(gemma, tokenizer, monkeypatch):
+    monkeypatch.setattr(prefill_module, "MIN_SHARED_PREFIX", 8)
+    prompts = [EXAMPLES + q for q in ("Hi", "What is the capital of France?", "Name a colour.", "Ok")]
+    config = GenerationConfig(max_new_tokens=10, batch_size=4)
+    shared = generate(gemma, tokenizer, prompts, config)
+    monkeypatch.setattr(generation, "prefill", lambda forward, cfg, ids, mask, pos, lengths: _padded(forward, cfg, ids,
+                                                                                                     mask, pos))
+    assert [g.text for g in generate(gemma, tokenizer, prompts, config)] == [g.text for g in shared]
+
+
+def _padded(forward, config, ids, mask, pos):
+    cache = DynamicCache(config=config)
+    return forward(ids, mask, pos, cache), cache
