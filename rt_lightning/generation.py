@@ -6,10 +6,11 @@ default. A row finishes on EOS, on a stop string, or at ``max_new_tokens``; the 
 
 The decode loop is ours rather than HF ``generate`` so that finished rows leave the batch at once (their KV-cache
 rows are dropped): a batch costs what its live rows cost, not what its longest row costs; and the prompts are
-prefilled in groups of similar length (:mod:`rt_lightning.model.prefill`), so a batch's prompt forward costs what its
-prompts hold, not what its padding holds. Attention runs through :mod:`rt_lightning.model.attention` (finite on left
-padding, where CUDA SDPA gives NaN; no KV-cache copies for grouped-query heads under eager attention), and non-finite
-logits stop generation with an error instead of becoming degenerate text.
+prefilled in groups of similar length, or from a prefix they all share computed once
+(:mod:`rt_lightning.model.prefill`), so a batch's prompt forward costs what its prompts hold, not what its padding or
+a repeated prefix holds. Attention runs through :mod:`rt_lightning.model.attention` (finite on left padding, where
+CUDA SDPA gives NaN; no KV-cache copies for grouped-query heads under eager attention), and non-finite logits stop
+generation with an error instead of becoming degenerate text.
 """
 
 from __future__ import annotations
