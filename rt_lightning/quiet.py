@@ -2,8 +2,9 @@
 
 Filtered: deprecation and future warnings raised inside the libraries we build on (they concern how *we* call them,
 and are fixed here, not by the user), bitsandbytes' notice that an optional CPU kernel package is missing (we never
-use that kernel: 4-bit layers run from dense copies on CPU), and Lightning's advertising tips. Not filtered: every
-warning raised from rt_lightning's own code or the user's, and everything else the libraries say.
+use that kernel: 4-bit layers run from dense copies on CPU), Lightning's advertising tips, and its model summary's
+note that it cannot size bf16-mixed weights. Not filtered: every warning raised from rt_lightning's own code or the
+user's, and everything else the libraries say.
 ``RT_LIGHTNING_VERBOSE=1`` turns the filters off.
 """
 
@@ -21,6 +22,7 @@ MESSAGES = (
     r".*litmodels.*",  # Lightning's tip to install its cloud model registry
     r".*litlogger.*",
     r".*`is_gradient_checkpointing` is deprecated.*",  # raised from transformers for PEFT's call
+    r"Precision .* is not supported by the model summary",  # only its size estimate; the counts above it are right
 )
 """Warning messages (regular expressions, matched at the start) hidden wherever they are raised."""
 

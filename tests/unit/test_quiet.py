@@ -15,6 +15,8 @@ def test_library_deprecations_and_tips_are_hidden_ours_are_not(monkeypatch, capl
         warnings.warn_explicit("old API", DeprecationWarning, "x.py", 1, module="lightning.pytorch.utilities._pytree")
         warnings.warn_explicit("ours", FutureWarning, "module.py", 1, module="rt_lightning.model.module")
         warnings.warn("a user's own warning", UserWarning)
+        warnings.warn("Precision bf16-mixed is not supported by the model summary.  Estimated model size in MB will "
+                      "not be accurate. Using 32 bits instead.", UserWarning)
     assert [str(w.message) for w in caught] == ["ours", "a user's own warning"]
     caplog.set_level(logging.INFO)
     bitsandbytes = logging.getLogger("bitsandbytes.backends.cpu.ops")
