@@ -234,6 +234,7 @@ def evaluate(
         generation: Decoding settings.
         reference_nll: Also score reference answers' NLL where a benchmark has them (alpaca_eval, just_eval).
     """
+    benchmarks = list(dict.fromkeys(benchmarks))  # a name given twice would open its results file twice
     unknown = [b for b in benchmarks if b not in BENCHMARKS]
     if unknown:
         raise ValueError(f"Unknown benchmark(s) {unknown}; choose from {sorted(BENCHMARKS)}")

@@ -81,7 +81,7 @@ def test_eval_generates_and_a_rerun_adds_nothing(tiny_model_dir, advbench_csv, t
     kwargs = dict(model=ModelSource(base=tiny_model_dir),
                   data=BenchmarkSource(paths={"advbench": str(advbench_csv)}, limit=6),
                   generation=GenerationConfig(max_new_tokens=4, batch_size=4))
-    first = evaluate(["advbench"], str(tmp_path / "out"), **kwargs)
+    first = evaluate(["advbench", "advbench"], str(tmp_path / "out"), **kwargs)  # named twice: generated once
     again = evaluate(["advbench"], str(tmp_path / "out"), **kwargs)
     assert first == again and first["advbench"]["n"] == 6
     assert len((tmp_path / "out" / "advbench.jsonl").read_text().splitlines()) == 6

@@ -22,12 +22,9 @@ def _batch(tokenizer, prompts):
     return input_ids, attention, (attention.cumsum(-1) - 1).clamp(min=0), [len(r) for r in rows]
 
 
-def test_grouped_prefill_gives_the_padded_prefills_logits_and_cache(tiny_model_dir, tokenizer):
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    prompts = ["Give me three tips for sleeping well at night, and explain each one in some detail please.",
-               "Hi", "What is the capital of France?", "Name a colour.", "Ok"]
+def prefill_and_padded(model, tokenizer, prompts):
+    """``prefill`` and one padded forward on the same batch: the shapes ``prefill`` ran, its logits and cache, and
+    the padded forward's, with the batch's attention mask."""
     input_ids, attention, positions, lengths = _batch(tokenizer, prompts)
     calls = []
 
@@ -40,15 +37,32 @@ def test_grouped_prefill_gives_the_padded_prefills_logits_and_cache(tiny_model_d
         padded_cache = DynamicCache(config=model.config)
         padded = forward(input_ids, attention, positions, padded_cache)
         calls.clear()
-        grouped, cache = prefill(forward, model.config, input_ids, attention, positions, lengths)
-    assert len(calls) > 1 and sum(rows for rows, _ in calls) == len(prompts)
-    assert sum(rows * width for rows, width in calls) < input_ids.numel()
-    torch.testing.assert_close(grouped, padded, rtol=1e-5, atol=1e-5)
-    assert cache.get_seq_length() == padded_cache.get_seq_length() == input_ids.shape[1]
-    visible = attention.bool()[:, None, :, None]  # only real positions matter: padding is masked in decoding
+        joined, cache = prefill(forward, model.config, input_ids, attention, positions, lengths)
+    return calls, (joined, cache), (padded, padded_cache), attention
+
+
+def assert_same_real_positions(joined, padded, attention):
+    """Same logits; the same keys and values wherever a row has a real position (padding is masked in decoding)."""
+    (logits, cache), (padded_logits, padded_cache) = joined, padded
+    torch.testing.assert_close(logits, padded_logits, rtol=1e-5, atol=1e-5)
+    assert cache.get_seq_length() == padded_cache.get_seq_length() == attention.shape[1]
     for ours, theirs in zip(cache.layers, padded_cache.layers):
+        assert ours.keys.shape == theirs.keys.shape
+        visible = attention.bool()[:, -ours.keys.shape[-2]:][:, None, :, None]  # a sliding layer's last positions
         torch.testing.assert_close(ours.keys * visible, theirs.keys * visible, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(ours.values * visible, theirs.values * visible, rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_prefill_gives_the_padded_prefills_logits_and_cache(tiny_model_dir, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    prompts = ["Give me three tips for sleeping well at night, and explain each one in some detail please.",
+               "Hi", "What is the capital of France?", "Name a colour.", "Ok"]
+    calls, joined, padded, attention = prefill_and_padded(model, tokenizer, prompts)
+    assert len(calls) > 1 and sum(rows for rows, _ in calls) == len(prompts)
+    assert sum(rows * width for rows, width in calls) < attention.numel()
+    assert_same_real_positions(joined, padded, attention)
 
 
 def test_a_batch_with_little_padding_or_a_cropping_cache_is_prefilled_in_one_forward(tiny_model_dir, tokenizer):
@@ -97,29 +111,12 @@ def test_prefill_past_the_sliding_window_gives_the_padded_logits_and_cache(gemma
     head = EXAMPLES if shared else ""
     prompts = [head + "Give me three tips for sleeping well at night, and explain each one please.",
                head + "Hi", head + "Name a colour.", head + "Ok", head + "Why?"]
-    input_ids, attention, positions, lengths = _batch(tokenizer, prompts)
-    calls = []
-
-    def forward(ids, mask, pos, cache):
-        calls.append(ids.shape)
-        return gemma(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
-                     logits_to_keep=1).logits[:, -1, :]
-
-    with torch.no_grad():
-        padded_cache = DynamicCache(config=gemma.config)
-        padded = forward(input_ids, attention, positions, padded_cache)
-        calls.clear()
-        joined, cache = prefill(forward, gemma.config, input_ids, attention, positions, lengths)
-    assert len(calls) > 1 and sum(rows * width for rows, width in calls) < input_ids.numel()
+    calls, joined, padded, attention = prefill_and_padded(gemma, tokenizer, prompts)
+    assert attention.shape[1] > gemma.config.sliding_window
+    assert len(calls) > 1 and sum(rows * width for rows, width in calls) < attention.numel()
     if shared:
         assert calls[0][0] == 1  # the prefix, once
-    torch.testing.assert_close(joined, padded, rtol=1e-5, atol=1e-5)
-    assert cache.get_seq_length() == padded_cache.get_seq_length() == input_ids.shape[1]
-    for ours, theirs in zip(cache.layers, padded_cache.layers):
-        assert ours.keys.shape == theirs.keys.shape
-        visible = attention.bool()[:, -ours.keys.shape[-2]:][:, None, :, None]
-        torch.testing.assert_close(ours.keys * visible, theirs.keys * visible, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(ours.values * visible, theirs.values * visible, rtol=1e-5, atol=1e-5)
+    assert_same_real_positions(joined, padded, attention)
 
 
 def test_generation_from_a_shared_prefix_gives_the_padded_prefills_tokens(gemma, tokenizer, monkeypatch):
