@@ -63,4 +63,5 @@ class BenchmarkSource:
     benchmarks at different sizes, generating for all of them in shared batches."""
 
     def limit_of(self, benchmark: str) -> Optional[int]:
+        """How many prompts of ``benchmark`` to take (per subset): its own limit, else ``limit``, else all."""
         return self.limits.get(benchmark, self.limit)
