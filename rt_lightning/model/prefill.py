@@ -32,8 +32,8 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, DynamicCache], torch.Tensor]
-Part = tuple[list[int], torch.Tensor, DynamicCache]
-"""Batch rows computed together, their last-position logits, and their KV cache."""
+Part = tuple[slice, torch.Tensor, DynamicCache]
+"""The batch rows computed together (consecutive), their last-position logits, and their KV cache."""
 
 MAX_GROUP_ROWS = 16
 """Rows per prefill group at most: wide enough that a group's matmuls stay efficient."""
@@ -102,7 +102,7 @@ def _length_group_parts(forward: Forward, config, input_ids, attention, position
         columns = slice(width - max(lengths[start:stop]), width)  # left padding: a group's rows end at the right
         logits = forward(input_ids[start:stop, columns], attention[start:stop, columns], positions[start:stop, columns],
                          group_cache)
-        parts.append((list(range(start, stop)), logits, group_cache))
+        parts.append((slice(start, stop), logits, group_cache))
     return parts
 
 
@@ -124,7 +124,7 @@ def _shared_prefix_parts(forward: Forward, config, rows: list[torch.Tensor], pre
         ids = torch.stack([row[prefix:] for row in rows[start:stop]])
         mask = torch.ones(stop - start, prefix + rest, dtype=torch.long, device=ids.device)
         group_positions = torch.arange(prefix, prefix + rest, device=ids.device).expand(stop - start, rest)
-        parts.append((list(range(start, stop)), forward(ids, mask, group_positions, group_cache), group_cache))
+        parts.append((slice(start, stop), forward(ids, mask, group_positions, group_cache), group_cache))
         start = stop
     return parts
 
@@ -135,7 +135,7 @@ def _join(parts: list[Part], cache: DynamicCache, width: int) -> tuple[torch.Ten
     Each part's layer holds its rows' last positions (all of them, or a sliding window's last ``window - 1``), which
     go to the right end of a zeroed full-width buffer; the batch cache's own ``update`` then keeps what it keeps
     after a padded prefill of ``width`` positions (and counts ``width`` positions seen)."""
-    rows = sum(len(part_rows) for part_rows, _, _ in parts)
+    rows = parts[-1][0].stop
     logits = torch.empty(rows, parts[0][1].shape[-1], dtype=parts[0][1].dtype, device=parts[0][1].device)
     for index, layer in enumerate(cache.layers):
         keys = values = None
@@ -145,9 +145,9 @@ def _join(parts: list[Part], cache: DynamicCache, width: int) -> tuple[torch.Ten
                 keys = part.keys.new_zeros(rows, part.keys.shape[1], width, part.keys.shape[-1])
                 values = part.values.new_zeros(rows, part.values.shape[1], width, part.values.shape[-1])
             held = part.keys.shape[-2]
-            keys[part_rows[0]:part_rows[-1] + 1, :, width - held:] = part.keys
-            values[part_rows[0]:part_rows[-1] + 1, :, width - held:] = part.values
+            keys[part_rows, :, width - held:] = part.keys
+            values[part_rows, :, width - held:] = part.values
         cache.update(keys, values, index)
     for part_rows, part_logits, _ in parts:
-        logits[part_rows[0]:part_rows[-1] + 1] = part_logits
+        logits[part_rows] = part_logits
     return logits, cache
