@@ -1,0 +1,123 @@
+"""bf16 linear layers on CPU from weights reordered once for oneDNN, for generation.
+
+``F.linear`` on a bf16 weight hands oneDNN the weight in PyTorch's row-major layout at every call. Reordered once into
+oneDNN's blocked layout (the packing ``torch.compile``'s freezing pass does for CPU), the same product runs faster and
+gives the same bits: on this project's 2-core AVX-512-BF16 CPU, Gemma-3-270M's 262k-token head on 16 rows took
+33.3 ms per decode step plain and 20.6 ms packed, the layers' projections ~1.4x less time each (``bench/cpu_eval.py``
+shows the whole effect). Generation is most of a CPU evaluation, and the weights are frozen there, so a packed copy
+made once per ``generate`` call pays for itself within a step or two.
+
+Exactness is checked, not assumed: each weight shape is packed only if, on a probe input, the packed product equals
+``F.linear``'s bit for bit on this CPU; otherwise that layer keeps the plain path. So greedy tokens stay those of the
+plain model. The cost is memory while generating: one more bf16 copy of each packed weight (freed at the end).
+
+Only ``torch.nn.Linear`` layers whose forward is the plain one, or the dense copies of frozen 4-bit layers
+(:mod:`rt_lightning.model.dense4bit`), are packed; LoRA's low-rank factors are too thin to gain and stay as they are.
+"""
+
+from __future__ import annotations
+
+import types
+from contextlib import contextmanager
+from typing import Collection, Iterator
+
+import torch
+
+from rt_lightning.model.dense4bit import _DENSE
+
+_PACKED = "_rt_packed_linear"
+# Below this width a product is dominated by call overhead, not by the weight's layout (LoRA's rank-r factors).
+MIN_PACKED_WIDTH = 128
+
+
+def packing_available() -> bool:
+    mkldnn = getattr(torch.ops, "mkldnn", None)
+    return (torch.backends.mkldnn.is_available() and hasattr(mkldnn, "_reorder_linear_weight")
+            and hasattr(mkldnn, "_linear_pointwise"))
+
+
+def _weight_of(module: torch.nn.Module) -> torch.Tensor | None:
+    """The dense bf16 CPU weight ``module``'s forward multiplies by, or None if it is not a plain linear product."""
+    if not isinstance(module, torch.nn.Linear):
+        return None
+    dense = getattr(module, _DENSE, None)
+    if dense is not None:  # a frozen 4-bit layer running from its dense copy
+        weight = dense
+    elif type(module).forward is torch.nn.Linear.forward and "forward" not in vars(module):
+        weight = module.weight
+    else:
+        return None
+    if (weight.dtype != torch.bfloat16 or weight.device.type != "cpu" or weight.dim() != 2
+            or min(weight.shape) < MIN_PACKED_WIDTH):
+        return None
+    return weight
+
+
+def _linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
+def _gives_plain_bits(weight: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    # Two decode-shaped rows and a prompt-shaped block: oneDNN may pick different kernels for each. (Contiguous:
+    # ``linear`` on a strided 3-D bf16 input copies the weight per row, seconds for a 262k-token head.)
+    probes = torch.randn(2, 5, weight.shape[1], generator=torch.Generator().manual_seed(0)).to(weight.dtype)
+    return all(torch.equal(_linear(x, packed, bias), torch.nn.functional.linear(x, weight, bias))
+               for x in (probes[:, :1].contiguous(), probes))
+
+
+def _packed_forward(self, x: torch.Tensor) -> torch.Tensor:
+    packed, bias, plain_forward, _ = getattr(self, _PACKED)
+    if x.dtype != torch.bfloat16 or x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
+        return plain_forward(x)  # outside what was checked (another dtype, a backward): the layer's own path
+    return _linear(x, packed, bias)
+
+
+def pack_linears(model: torch.nn.Module, skip: Collection[torch.nn.Module] = ()) -> int:
+    """Give each eligible linear layer of ``model`` (but those in ``skip``) a packed copy of its weight; returns how
+    many got one."""
+    if not packing_available():
+        return 0
+    checked: dict[tuple, bool] = {}  # (shape, has bias) -> whether packing is exact on this CPU
+    skipped = {id(module) for module in skip}
+    count = 0
+    for module in model.modules():
+        weight = _weight_of(module)
+        if weight is None or getattr(module, _PACKED, None) is not None or id(module) in skipped:
+            continue
+        bias = None if module.bias is None else module.bias.detach().to(weight.dtype)
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 16)
+        key = (tuple(weight.shape), bias is not None)
+        if key not in checked:
+            checked[key] = _gives_plain_bits(weight.detach(), packed, bias)
+        if not checked[key]:
+            continue
+        # The class's forward, or an instance forward set before (a dense 4-bit copy's): restored on unpack.
+        setattr(module, _PACKED, (packed, bias, module.forward, vars(module).get("forward")))
+        module.forward = types.MethodType(_packed_forward, module)
+        count += 1
+    return count
+
+
+def unpack_linears(model: torch.nn.Module) -> None:
+    """Undo :func:`pack_linears`: each layer gets back the forward it had, and the packed copies are freed."""
+    for module in model.modules():
+        state = getattr(module, _PACKED, None)
+        if state is None:
+            continue
+        delattr(module, _PACKED)
+        del module.forward
+        if state[3] is not None:
+            module.forward = state[3]
+
+
+@contextmanager
+def packed_for_inference(model: torch.nn.Module, enabled: bool = True,
+                         skip: Collection[torch.nn.Module] = ()) -> Iterator[int]:
+    """Within the block, eligible bf16 CPU linear layers (but those in ``skip``) run from packed weights; yields how
+    many do."""
+    count = pack_linears(model, skip) if enabled else 0
+    try:
+        yield count
+    finally:
+        if count:
+            unpack_linears(model)
