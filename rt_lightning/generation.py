@@ -29,7 +29,7 @@ from rt_lightning.hub import unwrap_peft
 from rt_lightning.model.attention import generation_attention
 from rt_lightning.model.dense4bit import dequantized_for_inference
 from rt_lightning.model.fused_siblings import fused_for_inference
-from rt_lightning.model.packed_linear import packed_for_inference
+from rt_lightning.model.packed_linear import PackingBudget, packed_for_inference
 from rt_lightning.model.prefill import prefill
 
 
@@ -104,11 +104,12 @@ def generate(model, tokenizer, prompts: Sequence[str], config: GenerationConfig 
     # must run the same number of forwards, so prompts are prefilled in one forward per batch there.
     sharded = synced_gpus and torch.distributed.is_initialized()
     decoder = _Decoder(model, tokenizer, config, grouped_prefill=not sharded)
+    pack, budget = config.pack_weights and not sharded, PackingBudget()
     try:
         with generation_attention(model), contiguous_head_input(model), \
                 dequantized_for_inference(model, config.dequantize_4bit and not sharded), \
-                fused_for_inference(model, config.pack_weights and not sharded) as fused, \
-                packed_for_inference(model, config.pack_weights and not sharded, skip=fused):
+                fused_for_inference(model, pack, budget) as fused, \
+                packed_for_inference(model, pack, skip=fused, budget=budget):
             steps = decoder.run(encoded, results, on_batch)
             if not synced_gpus or not torch.distributed.is_initialized():
                 for _ in steps:

@@ -22,7 +22,7 @@ from typing import Iterator, Optional
 import torch
 from torch.nn import functional as F
 
-from rt_lightning.model.packed_linear import MIN_PACKED_WIDTH, _linear, _weight_of, packing_available
+from rt_lightning.model.packed_linear import MIN_PACKED_WIDTH, PackingBudget, _linear, _weight_of, packing_available
 
 # HF's names for projections of one input, in the order the model calls them.
 SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
@@ -110,7 +110,7 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     return out
 
 
-def _group_of(parent: torch.nn.Module, names: tuple[str, ...]) -> Optional[_Group]:
+def _group_of(parent: torch.nn.Module, names: tuple[str, ...], budget: PackingBudget) -> Optional[_Group]:
     members = [getattr(parent, name, None) for name in names]
     if any(m is None for m in members):
         return None
@@ -123,6 +123,8 @@ def _group_of(parent: torch.nn.Module, names: tuple[str, ...]) -> Optional[_Grou
     if len(adapted) != 1 or (adapted == {True} and None in loras):
         return None  # a mix of adapted and plain members, or an adapter set-up PEFT's plain path does not describe
     if loras[0] and len({(a.weight.dtype, adapter) for adapter, a, _ in loras}) != 1:
+        return None
+    if min(min(w.shape) for w in weights) < MIN_PACKED_WIDTH or not budget.take(*weights):
         return None
     return _Group(members, bases, loras)
 
@@ -139,15 +141,17 @@ def _gives_member_bits(group: _Group) -> bool:
     return True
 
 
-def fuse_siblings(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """Fuse each sibling group of ``model`` that gives its members' bits; returns the fused groups' base layers."""
+def fuse_siblings(model: torch.nn.Module, budget: Optional[PackingBudget] = None) -> list[torch.nn.Module]:
+    """Fuse each sibling group of ``model`` that gives its members' bits, while ``budget`` allows; returns the fused
+    groups' base layers."""
     if not packing_available():
         return []
+    budget = budget or PackingBudget()
     fused_bases = []
     for parent in list(model.modules()):
         for names in SIBLINGS:
-            group = _group_of(parent, names)
-            if group is None or min(group.widths) < MIN_PACKED_WIDTH or not _gives_member_bits(group):
+            group = _group_of(parent, names, budget)
+            if group is None or not _gives_member_bits(group):
                 continue
             for index, member in enumerate(group.members):
                 setattr(member, _FUSED, (group, index, member.forward, vars(member).get("forward")))
@@ -169,9 +173,10 @@ def unfuse_siblings(model: torch.nn.Module) -> None:
 
 
 @contextmanager
-def fused_for_inference(model: torch.nn.Module, enabled: bool = True) -> Iterator[list[torch.nn.Module]]:
+def fused_for_inference(model: torch.nn.Module, enabled: bool = True,
+                        budget: Optional[PackingBudget] = None) -> Iterator[list[torch.nn.Module]]:
     """Within the block, sibling groups run fused; yields the fused groups' base layers (packed here already)."""
-    fused = fuse_siblings(model) if enabled else []
+    fused = fuse_siblings(model, budget) if enabled else []
     try:
         yield fused
     finally:

@@ -17,13 +17,16 @@ Only ``torch.nn.Linear`` layers whose forward is the plain one, or the dense cop
 
 from __future__ import annotations
 
+import logging
 import types
 from contextlib import contextmanager
-from typing import Collection, Iterator
+from typing import Collection, Iterator, Optional
 
 import torch
 
 from rt_lightning.model.dense4bit import _DENSE
+
+log = logging.getLogger(__name__)
 
 _PACKED = "_rt_packed_linear"
 # Below this width a product is dominated by call overhead, not by the weight's layout (LoRA's rank-r factors).
@@ -36,7 +39,40 @@ def packing_available() -> bool:
             and hasattr(mkldnn, "_linear_pointwise"))
 
 
-def _weight_of(module: torch.nn.Module) -> torch.Tensor | None:
+def _available_memory() -> Optional[int]:
+    try:  # Linux; elsewhere the budget is unlimited
+        with open("/proc/meminfo") as fh:
+            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+class PackingBudget:
+    """Bytes packed copies may take: half the memory available when generation starts, so a model too large for
+    two copies runs (partly) plain instead of running the machine out of memory."""
+
+    def __init__(self, fraction: float = 0.5):
+        available = _available_memory()
+        self.left = None if available is None else int(available * fraction)
+        self.refused = 0
+
+    def take(self, *tensors: torch.Tensor) -> bool:
+        """Whether packed copies of ``tensors`` fit; if they do, their bytes are taken from what is left."""
+        nbytes = sum(t.numel() * t.element_size() for t in tensors)
+        if self.left is not None and nbytes > self.left:
+            self.refused += 1
+            return False
+        if self.left is not None:
+            self.left -= nbytes
+        return True
+
+    def report(self) -> None:
+        if self.refused:
+            log.info("%d linear layers run unpacked: their packed copies would exceed half the available memory",
+                     self.refused)
+
+
+def _weight_of(module: torch.nn.Module) -> Optional[torch.Tensor]:
     """The dense bf16 CPU weight ``module``'s forward multiplies by, or None if it is not a plain linear product."""
     if not isinstance(module, torch.nn.Linear):
         return None
@@ -72,17 +108,20 @@ def _packed_forward(self, x: torch.Tensor) -> torch.Tensor:
     return _linear(x, packed, bias)
 
 
-def pack_linears(model: torch.nn.Module, skip: Collection[torch.nn.Module] = ()) -> int:
-    """Give each eligible linear layer of ``model`` (but those in ``skip``) a packed copy of its weight; returns how
-    many got one."""
+def pack_linears(model: torch.nn.Module, skip: Collection[torch.nn.Module] = (),
+                 budget: Optional[PackingBudget] = None) -> int:
+    """Give each eligible linear layer of ``model`` (but those in ``skip``) a packed copy of its weight, while
+    ``budget`` allows; returns how many got one."""
     if not packing_available():
         return 0
+    budget = budget or PackingBudget()
     checked: dict[tuple, bool] = {}  # (shape, has bias) -> whether packing is exact on this CPU
     skipped = {id(module) for module in skip}
     count = 0
     for module in model.modules():
         weight = _weight_of(module)
-        if weight is None or getattr(module, _PACKED, None) is not None or id(module) in skipped:
+        if weight is None or getattr(module, _PACKED, None) is not None or id(module) in skipped \
+                or not budget.take(weight):
             continue
         bias = None if module.bias is None else module.bias.detach().to(weight.dtype)
         packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 16)
@@ -111,11 +150,13 @@ def unpack_linears(model: torch.nn.Module) -> None:
 
 
 @contextmanager
-def packed_for_inference(model: torch.nn.Module, enabled: bool = True,
-                         skip: Collection[torch.nn.Module] = ()) -> Iterator[int]:
-    """Within the block, eligible bf16 CPU linear layers (but those in ``skip``) run from packed weights; yields how
-    many do."""
-    count = pack_linears(model, skip) if enabled else 0
+def packed_for_inference(model: torch.nn.Module, enabled: bool = True, skip: Collection[torch.nn.Module] = (),
+                         budget: Optional[PackingBudget] = None) -> Iterator[int]:
+    """Within the block, eligible bf16 CPU linear layers (but those in ``skip``) run from packed weights, as far as
+    ``budget`` allows; yields how many do."""
+    count = pack_linears(model, skip, budget) if enabled else 0
+    if budget is not None:
+        budget.report()
     try:
         yield count
     finally:

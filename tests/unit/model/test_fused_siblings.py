@@ -94,8 +94,8 @@ def test_generation_with_fused_siblings_gives_the_plain_tokens(model, tokenizer,
     fused_counts = []
     original = fused_siblings.fuse_siblings
 
-    def counting(m):
-        fused = original(m)
+    def counting(m, budget):
+        fused = original(m, budget)
         fused_counts.append(len(fused))
         return fused
 

@@ -94,3 +94,20 @@ def test_dense_4bit_copies_are_packed_and_their_forward_comes_back(tiny_model_di
             assert torch.equal(model(input_ids=ids).logits, dense)
         four_bit = [m for m in model.modules() if type(m).__name__ == "Linear4bit"]
         assert four_bit and all(m.forward.__func__ is _dense_forward for m in four_bit)
+
+
+def test_packed_copies_stay_within_half_the_available_memory(tiny_model_dir, monkeypatch, caplog):
+    model = bf16_lora_model(tiny_model_dir)
+    head = model.get_output_embeddings().weight
+    # The budget (half the available memory) is half the head's bytes: some layers fit, the others stay plain.
+    monkeypatch.setattr(packed_linear, "_available_memory", lambda: head.numel() * head.element_size())
+    budget = packed_linear.PackingBudget()
+    with caplog.at_level("INFO", logger=packed_linear.__name__), packed_for_inference(model, budget=budget) as count:
+        packed = [m for m in model.modules() if hasattr(m, packed_linear._PACKED)]
+        assert count == len(packed) and 0 < count < 15
+        assert sum(_weight_bytes(m) for m in packed) <= head.numel() * head.element_size() // 2
+    assert f"{15 - count} linear layers run unpacked" in caplog.text
+
+
+def _weight_bytes(module):
+    return module.weight.numel() * module.weight.element_size()
