@@ -42,6 +42,7 @@ from rt_lightning.generation import GenerationConfig, encode_prompts, generate
 from rt_lightning.host_memory import reuse_freed_memory
 from rt_lightning.hub import EMBEDDED_GEMMA, unwrap_peft
 from rt_lightning.model.module import ResponseTuningModule
+from rt_lightning.model.packed_linear import packing_available
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -102,13 +103,19 @@ def hardware_bound(model, batch: int, threads: int) -> dict:
     per_token_flop = 2 * (layer_params + head.numel())
 
     def rate(m: int, k: int, n: int) -> float:
+        """The best bf16 rate on this shape: plain ``linear``, or the packed weight generation uses."""
         a, b = torch.randn(m, k, dtype=torch.bfloat16), torch.randn(n, k, dtype=torch.bfloat16)
-        torch.nn.functional.linear(a, b)
+        products = [lambda: torch.nn.functional.linear(a, b)]
+        if packing_available():
+            packed = torch.ops.mkldnn._reorder_linear_weight(b, m)
+            products.append(lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], ""))
         times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            torch.nn.functional.linear(a, b)
-            times.append(time.perf_counter() - start)
+        for product in products:
+            product()
+            for _ in range(3):
+                start = time.perf_counter()
+                product()
+                times.append(time.perf_counter() - start)
         return 2 * m * k * n / min(times)
 
     hidden = head.shape[1]
