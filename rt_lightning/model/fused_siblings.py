@@ -16,14 +16,21 @@ adapters switched off, dropout in training mode) runs the member's own forward.
 
 from __future__ import annotations
 
-import types
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
 import torch
 from torch.nn import functional as F
 
-from rt_lightning.model.packed_linear import MIN_PACKED_WIDTH, PackingBudget, _linear, _weight_of, packing_available
+from rt_lightning.model.packed_linear import (
+    MIN_PACKED_WIDTH,
+    PackingBudget,
+    packable_weight,
+    packing_available,
+    restore_forwards,
+    run_packed,
+    swap_forward,
+)
 
 # HF's names for projections of one input, in the order the model calls them.
 SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
@@ -51,7 +58,7 @@ def _version_of(x: torch.Tensor) -> Optional[int]:
 
 class _Group:
     def __init__(self, members: list[torch.nn.Module], bases: list[torch.nn.Module], loras: list[Optional[tuple]]):
-        weights = [_weight_of(base) for base in bases]
+        weights = [packable_weight(base) for base in bases]
         self.members, self.bases, self.loras = members, bases, loras
         self.widths = [w.shape[0] for w in weights]
         self.packed = torch.ops.mkldnn._reorder_linear_weight(torch.cat(weights).detach(), 16)
@@ -74,7 +81,7 @@ class _Group:
                 and all(not m.lora_dropout[adapter].training for m, (adapter, _, _) in zip(self.members, self.loras)))
 
     def compute(self, x: torch.Tensor) -> None:
-        base = _linear(x, self.packed, self.bias)
+        base = run_packed(x, self.packed, self.bias)
         outputs, start = [], 0
         if self.lora_a is not None:
             low = F.linear(x.to(self.lora_a.dtype), self.lora_a)  # PEFT casts the input to the adapter's dtype
@@ -117,7 +124,7 @@ def _group_of(parent: torch.nn.Module, names: tuple[str, ...], budget: PackingBu
         return None
     loras = [_lora_parts(m) for m in members]
     bases = [m.base_layer if lora else m for m, lora in zip(members, loras)]
-    weights = [_weight_of(base) for base in bases]
+    weights = [packable_weight(base) for base in bases]
     if any(w is None for w in weights) or len({(w.shape[1], w.dtype) for w in weights}) != 1:
         return None
     adapted = {hasattr(m, "lora_A") for m in members}
@@ -155,22 +162,14 @@ def fuse_siblings(model: torch.nn.Module, budget: Optional[PackingBudget] = None
             if group is None or not _gives_member_bits(group):
                 continue
             for index, member in enumerate(group.members):
-                setattr(member, _FUSED, (group, index, member.forward, vars(member).get("forward")))
-                member.forward = types.MethodType(_fused_forward, member)
+                swap_forward(member, _FUSED, (group, index), _fused_forward)
             fused_bases.extend(group.bases)
     return fused_bases
 
 
 def unfuse_siblings(model: torch.nn.Module) -> None:
     """Undo :func:`fuse_siblings`: members get back the forward they had; the concatenated weights are freed."""
-    for module in model.modules():
-        state = getattr(module, _FUSED, None)
-        if state is None:
-            continue
-        delattr(module, _FUSED)
-        del module.forward
-        if state[3] is not None:
-            module.forward = state[3]
+    restore_forwards(model, _FUSED)
 
 
 @contextmanager

@@ -72,7 +72,7 @@ class PackingBudget:
                      self.refused)
 
 
-def _weight_of(module: torch.nn.Module) -> Optional[torch.Tensor]:
+def packable_weight(module: torch.nn.Module) -> Optional[torch.Tensor]:
     """The dense bf16 CPU weight ``module``'s forward multiplies by, or None if it is not a plain linear product."""
     if not isinstance(module, torch.nn.Linear):
         return None
@@ -89,7 +89,7 @@ def _weight_of(module: torch.nn.Module) -> Optional[torch.Tensor]:
     return weight
 
 
-def _linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def run_packed(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
@@ -97,7 +97,7 @@ def _gives_plain_bits(weight: torch.Tensor, packed: torch.Tensor, bias: torch.Te
     # Two decode-shaped rows and a prompt-shaped block: oneDNN may pick different kernels for each. (Contiguous:
     # ``linear`` on a strided 3-D bf16 input copies the weight per row, seconds for a 262k-token head.)
     probes = torch.randn(2, 5, weight.shape[1], generator=torch.Generator().manual_seed(0)).to(weight.dtype)
-    return all(torch.equal(_linear(x, packed, bias), torch.nn.functional.linear(x, weight, bias))
+    return all(torch.equal(run_packed(x, packed, bias), torch.nn.functional.linear(x, weight, bias))
                for x in (probes[:, :1].contiguous(), probes))
 
 
@@ -105,7 +105,7 @@ def _packed_forward(self, x: torch.Tensor) -> torch.Tensor:
     packed, bias, plain_forward, _ = getattr(self, _PACKED)
     if x.dtype != torch.bfloat16 or x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
         return plain_forward(x)  # outside what was checked (another dtype, a backward): the layer's own path
-    return _linear(x, packed, bias)
+    return run_packed(x, packed, bias)
 
 
 def pack_linears(model: torch.nn.Module, skip: Collection[torch.nn.Module] = (),
@@ -119,7 +119,7 @@ def pack_linears(model: torch.nn.Module, skip: Collection[torch.nn.Module] = (),
     skipped = {id(module) for module in skip}
     count = 0
     for module in model.modules():
-        weight = _weight_of(module)
+        weight = packable_weight(module)
         if weight is None or getattr(module, _PACKED, None) is not None or id(module) in skipped \
                 or not budget.take(weight):
             continue
@@ -130,23 +130,34 @@ def pack_linears(model: torch.nn.Module, skip: Collection[torch.nn.Module] = (),
             checked[key] = _gives_plain_bits(weight.detach(), packed, bias)
         if not checked[key]:
             continue
-        # The class's forward, or an instance forward set before (a dense 4-bit copy's): restored on unpack.
-        setattr(module, _PACKED, (packed, bias, module.forward, vars(module).get("forward")))
-        module.forward = types.MethodType(_packed_forward, module)
+        swap_forward(module, _PACKED, (packed, bias), _packed_forward)
         count += 1
     return count
 
 
-def unpack_linears(model: torch.nn.Module) -> None:
-    """Undo :func:`pack_linears`: each layer gets back the forward it had, and the packed copies are freed."""
+def swap_forward(module: torch.nn.Module, attribute: str, state: tuple, forward) -> None:
+    """Give ``module`` the instance method ``forward``; ``attribute`` keeps ``state``, the forward it had (called
+    where the new one does not apply) and its instance forward if it had one (a dense 4-bit copy's), restored by
+    :func:`restore_forwards`."""
+    setattr(module, attribute, (*state, module.forward, vars(module).get("forward")))
+    module.forward = types.MethodType(forward, module)
+
+
+def restore_forwards(model: torch.nn.Module, attribute: str) -> None:
+    """Undo :func:`swap_forward` on every module of ``model`` that has ``attribute`` (freeing what it held)."""
     for module in model.modules():
-        state = getattr(module, _PACKED, None)
+        state = getattr(module, attribute, None)
         if state is None:
             continue
-        delattr(module, _PACKED)
+        delattr(module, attribute)
         del module.forward
-        if state[3] is not None:
-            module.forward = state[3]
+        if state[-1] is not None:
+            module.forward = state[-1]
+
+
+def unpack_linears(model: torch.nn.Module) -> None:
+    """Undo :func:`pack_linears`: each layer gets back the forward it had, and the packed copies are freed."""
+    restore_forwards(model, _PACKED)
 
 
 @contextmanager
