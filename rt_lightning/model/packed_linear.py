@@ -48,16 +48,19 @@ def _available_memory() -> Optional[int]:
 
 
 class PackingBudget:
-    """Bytes packed copies may take: half the memory available when generation starts, so a model too large for
-    two copies runs (partly) plain instead of running the machine out of memory."""
+    """Bytes packed copies may take: half the memory available when packing starts (after any dense 4-bit copies
+    are made), so a model too large for two copies runs (partly) plain instead of running the machine out of memory."""
 
     def __init__(self, fraction: float = 0.5):
-        available = _available_memory()
-        self.left = None if available is None else int(available * fraction)
-        self.refused = 0
+        self.fraction, self.refused = fraction, 0
+        self.left: Optional[int] = None
+        self._started = False
 
     def take(self, *tensors: torch.Tensor) -> bool:
         """Whether packed copies of ``tensors`` fit; if they do, their bytes are taken from what is left."""
+        if not self._started:  # measured at the first request, not when the budget is made
+            available, self._started = _available_memory(), True
+            self.left = None if available is None else int(available * self.fraction)
         nbytes = sum(t.numel() * t.element_size() for t in tensors)
         if self.left is not None and nbytes > self.left:
             self.refused += 1
