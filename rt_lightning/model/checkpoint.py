@@ -88,8 +88,9 @@ def find_resume_checkpoint(root: str | Path) -> Optional[Path]:
 def load_module_from_checkpoint(ckpt_path: str, quantize: str | None = None) -> ResponseTuningModule:
     """Rebuild the module from the checkpoint's hyper-parameters and load its adapter.
 
-    The base is loaded unquantised by default: the adapter was trained against the 4-bit base, but is merged into
-    the bf16 one (the usual QLoRA practice, and the paper's).
+    The base is loaded unquantised by default: the adapter was trained against the 4-bit base, but is applied to the
+    bf16 one (the usual QLoRA practice, and the paper's). It stays unmerged: PEFT adds its output to each base layer's,
+    in fp32, where merging would round base + adapter to bf16 and lose much of a short-trained adapter's change.
     """
     checkpoint = read_checkpoint(ckpt_path)
     # LightningCLI adds bookkeeping entries such as `_instantiator`; only constructor arguments are passed on.
