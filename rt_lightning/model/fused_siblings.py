@@ -27,6 +27,7 @@ from rt_lightning.model.packed_linear import (
     PackingBudget,
     packable_weight,
     packing_available,
+    probe_inputs,
     restore_forwards,
     run_packed,
     swap_forward,
@@ -57,8 +58,8 @@ def _version_of(x: torch.Tensor) -> Optional[int]:
 
 
 class _Group:
-    def __init__(self, members: list[torch.nn.Module], bases: list[torch.nn.Module], loras: list[Optional[tuple]]):
-        weights = [packable_weight(base) for base in bases]
+    def __init__(self, members: list[torch.nn.Module], bases: list[torch.nn.Module], weights: list[torch.Tensor],
+                 loras: list[Optional[tuple]]):
         self.members, self.bases, self.loras = members, bases, loras
         self.widths = [w.shape[0] for w in weights]
         self.packed = torch.ops.mkldnn._reorder_linear_weight(torch.cat(weights).detach(), 16)
@@ -134,13 +135,11 @@ def _group_of(parent: torch.nn.Module, names: tuple[str, ...], budget: PackingBu
         return None
     if min(min(w.shape) for w in weights) < MIN_PACKED_WIDTH or not budget.take(*weights):
         return None
-    return _Group(members, bases, loras)
+    return _Group(members, bases, weights, loras)
 
 
 def _gives_member_bits(group: _Group) -> bool:
-    width = group.packed.shape[1]
-    probes = torch.randn(2, 5, width, generator=torch.Generator().manual_seed(0)).to(group.packed.dtype)
-    for x in (probes[:, :1].contiguous(), probes):
+    for x in probe_inputs(group.packed.shape[1], group.packed.dtype):
         group.compute(x)
         fused = list(group.outputs)
         if not all(torch.equal(out, member(x)) for out, member in zip(fused, group.members)):

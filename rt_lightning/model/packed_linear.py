@@ -96,12 +96,16 @@ def run_packed(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None)
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
+def probe_inputs(width: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two decode-shaped rows and a prompt-shaped block: oneDNN may pick different kernels for each. (Contiguous:
+    ``linear`` on a strided 3-D bf16 input copies the weight per row, seconds for a 262k-token head.)"""
+    block = torch.randn(2, 5, width, generator=torch.Generator().manual_seed(0)).to(dtype)
+    return block[:, :1].contiguous(), block
+
+
 def _gives_plain_bits(weight: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    # Two decode-shaped rows and a prompt-shaped block: oneDNN may pick different kernels for each. (Contiguous:
-    # ``linear`` on a strided 3-D bf16 input copies the weight per row, seconds for a 262k-token head.)
-    probes = torch.randn(2, 5, weight.shape[1], generator=torch.Generator().manual_seed(0)).to(weight.dtype)
     return all(torch.equal(run_packed(x, packed, bias), torch.nn.functional.linear(x, weight, bias))
-               for x in (probes[:, :1].contiguous(), probes))
+               for x in probe_inputs(weight.shape[1], weight.dtype))
 
 
 def _packed_forward(self, x: torch.Tensor) -> torch.Tensor:
