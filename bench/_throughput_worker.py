@@ -106,7 +106,7 @@ def run_trl(s: dict, shipped: bool) -> Recorder:
     from trl import SFTConfig, SFTTrainer
 
     from rt_lightning.hub import load_causal_lm, load_tokenizer
-    from rt_lightning.model.module import disable_cpu_inference_repacking
+    from rt_lightning.model.base_guards import disable_cpu_inference_repacking
 
     rec = Recorder(s["device"])
     # The same token sequences: trained positions become TRL's `completion_mask`, from which it builds `labels`

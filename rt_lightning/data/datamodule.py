@@ -26,6 +26,7 @@ import lightning as L
 
 from rt_lightning.constants import ASSETS_DIR, IGNORE_INDEX
 from rt_lightning.data.collate import PackCollator, PadCollator
+from rt_lightning.data.global_batch import resolve_accumulation
 from rt_lightning.data.mixtures import RefusalMixture, seeded_subset
 from rt_lightning.data.modes import Message, get_mode
 from rt_lightning.data.records import NORMALISERS, DataError, FieldLayout, Record, load_records
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 3
 """Bump when tokenisation code changes meaning, so old caches are not reused."""
 QUICKSTART_DIR = ASSETS_DIR / "quickstart"
-NOT_IN_CACHE_KEY = frozenset({"batch_size", "packing", "shuffle", "num_workers", "cache_dir"})
+NOT_IN_CACHE_KEY = frozenset({"batch_size", "global_batch_size", "packing", "shuffle", "num_workers", "cache_dir"})
 """Fields that cannot change the tokens; every other field is part of the cache key (a new field too, by default)."""
 REMOVED_KEYS = {
     "refusal_mode": "data.mode (the mixture is rendered with the data's own mode)",
@@ -88,7 +89,10 @@ class SFTDataModule(L.LightningDataModule):
     on_bad_row: str = "error"
     """error: stop at a bad row naming file and row; skip: drop it and log the count."""
     batch_size: int = 8
-    """Micro-batch size per device (examples per step, packed or not)."""
+    """Micro-batch size per device (examples per forward, packed or not)."""
+    global_batch_size: Optional[int] = None
+    """Examples per optimizer step over all devices (paper: 64); gradient accumulation is derived from it and the
+    device count at start-up. Null: ``trainer.accumulate_grad_batches`` as given."""
     packing: bool = True
     """Lay each micro-batch's examples end to end in one row, without padding and without cross-example attention
     (exact: the model checks once that packed and separate sequences agree). False pads each example instead."""
@@ -259,6 +263,9 @@ class SFTDataModule(L.LightningDataModule):
             self.dataset(split)
 
     def setup(self, stage: str) -> None:
+        trainer = getattr(self, "trainer", None)
+        if stage == "fit" and trainer is not None:
+            resolve_accumulation(trainer, self.batch_size, self.global_batch_size)
         self.dataset("train")
         if self.val:
             self.dataset("val")

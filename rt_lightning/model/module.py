@@ -12,57 +12,17 @@ from torchmetrics import MeanMetric
 
 from rt_lightning.constants import EMBEDDED_GEMMA
 from rt_lightning.hub import load_causal_lm
+from rt_lightning.model import optimization
+from rt_lightning.model.base_guards import check_packing_is_exact, disable_cpu_inference_repacking
 from rt_lightning.model.cpu_dropout import use_bulk_dropout
 from rt_lightning.model.dense4bit import cache_dequantized
-from rt_lightning.model.fsdp import prepare_strategy, shard_fsdp2
+from rt_lightning.model.fsdp import check_strategy, layout_line, prepare_strategy, shard_fsdp2
 from rt_lightning.model.loss import masked_lm_loss, release_cpu_loss_buffers
+from rt_lightning.model.optimization import LossNormalization, TokenWindow
+from rt_lightning.model.precision import fp32_buffers, restore_fp32_buffers
 from rt_lightning.model.resume import ExactResume
 
 log = logging.getLogger(__name__)
-
-
-def disable_cpu_inference_repacking(model: torch.nn.Module) -> int:
-    """Stop bitsandbytes from repacking 4-bit weights for CPU inference during an eval-mode forward.
-
-    On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks a ``Linear4bit`` weight the first time it runs in eval mode
-    (validation, generation) and never packs it back; training then goes through ``gemv_4bit``, which has no
-    autograd formula, so gradients stop flowing through the base layers without an error. Returns how many layers
-    were changed.
-    """
-    changed = 0
-    for module in model.modules():
-        if getattr(module, "support_avx512bf16_for_cpu", False):
-            module.support_avx512bf16_for_cpu = False
-            changed += 1
-    return changed
-
-
-@torch.no_grad()
-def check_packing_is_exact(model) -> None:
-    """Raise unless two sequences packed in one row give the same hidden states as run separately.
-
-    Packing relies on the model building a block-diagonal mask from restarting ``position_ids``; a model whose
-    attention ignores that would silently let examples attend to each other.
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(p.device for p in model.parameters())
-        vocab = model.get_input_embeddings().num_embeddings
-        generator = torch.Generator().manual_seed(0)
-        first, second = (torch.randint(3, vocab, (1, n), generator=generator).to(device) for n in (9, 6))
-        decoder = model.get_decoder()
-        apart = torch.cat([decoder(input_ids=x, use_cache=False).last_hidden_state for x in (first, second)], 1)
-        positions = torch.cat([torch.arange(9), torch.arange(6)])[None].to(device)
-        packed = decoder(input_ids=torch.cat([first, second], 1), position_ids=positions,
-                         use_cache=False).last_hidden_state
-        error = (packed.float() - apart.float()).abs().max() / apart.float().abs().max().clamp_min(1e-6)
-        if error > 0.02:
-            raise RuntimeError(f"{type(model).__name__} with attention {model.config._attn_implementation!r} does not "
-                               f"keep packed examples apart (relative error {error:.3f}); set data.init_args.packing "
-                               "false, or use attn_implementation sdpa/eager/flash_attention_2")
-    finally:
-        model.train(was_training)
 
 
 class ResponseTuningModule(L.LightningModule):
@@ -84,6 +44,7 @@ class ResponseTuningModule(L.LightningModule):
         attn_implementation: Optional[str] = None,
         dense_cpu_base: bool = True,
         bulk_cpu_dropout: bool = True,
+        loss_normalization: LossNormalization = "global_tokens",
     ):
         """
         Args:
@@ -107,12 +68,19 @@ class ResponseTuningModule(L.LightningModule):
             bulk_cpu_dropout: On CPU, draw LoRA dropout masks in bulk (NumPy PCG64 seeded from torch's generator,
                 so seeding and exact resume hold) instead of PyTorch's per-element Bernoulli draws; other masks than
                 ``nn.Dropout``'s for the same seed. GPU tensors always take ``nn.Dropout``'s path.
+            loss_normalization: ``global_tokens``: each optimizer step's loss is the mean over the trained tokens of
+                its whole global batch (all accumulated micro-batches on all devices), so the step does not depend on
+                how the batch is split; ``micro_batch``: the mean of per-micro-batch means (older runs).
         """
         super().__init__()
         self.save_hyperparameters()
         self.model = None
         self._packing_checked = False
         self.val_loss = MeanMetric()
+        self.load_device: Optional[torch.device] = None
+        """Where to load the model outside a Trainer (eval, notebooks); a Trainer's device wins."""
+        self._window = TokenWindow()
+        self._fp32_buffers: dict[str, torch.Tensor] = {}
         # Checkpoints hold only the adapter, so loading them must not demand the frozen base weights.
         self.strict_loading = False
 
@@ -123,13 +91,15 @@ class ResponseTuningModule(L.LightningModule):
         from peft import LoraConfig, get_peft_model
 
         hp = self.hparams
-        device_map = None
-        if hp.quantize is not None:
-            # bitsandbytes quantises while placing weights; a later .to() of a 4-bit model is refused.
-            device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
-            device_map = {"": device}
-        base = load_causal_lm(hp.model, quantize=hp.quantize, dtype=getattr(torch, hp.dtype), device_map=device_map,
-                              attn_implementation=hp.attn_implementation)
+        strategy = self.trainer.strategy if self._trainer is not None else None
+        if strategy is not None:
+            check_strategy(strategy)
+        device = self.placement()
+        # bitsandbytes quantises while placing weights (a later .to() of a 4-bit model is refused), so a 4-bit model
+        # is loaded where it runs; so is any model given a device outside a Trainer (a Trainer moves it itself).
+        placed = hp.quantize is not None or (strategy is None and self.load_device is not None)
+        base = load_causal_lm(hp.model, quantize=hp.quantize, dtype=getattr(torch, hp.dtype),
+                              device_map={"": device} if placed else None, attn_implementation=hp.attn_implementation)
         base.config.use_cache = False
         disable_cpu_inference_repacking(base)
         # Not prepare_model_for_kbit_training: it upcasts every non-quantised weight (Gemma's 168M-parameter
@@ -144,6 +114,7 @@ class ResponseTuningModule(L.LightningModule):
         lora = LoraConfig(r=hp.lora_r, lora_alpha=hp.lora_alpha, lora_dropout=hp.lora_dropout,
                           target_modules=hp.lora_target_modules, bias="none", task_type="CAUSAL_LM")
         self.model = get_peft_model(base, lora)
+        self._fp32_buffers = fp32_buffers(self.model)  # put back after the strategy's casts (precision.py)
         if hp.bulk_cpu_dropout:
             use_bulk_dropout(self.model)
         world = self.trainer.world_size if self._trainer is not None else 1
@@ -151,8 +122,8 @@ class ResponseTuningModule(L.LightningModule):
             cached = cache_dequantized(self.model)  # only CPU layers; GPU layers keep bitsandbytes' fused kernels
             if cached:
                 log.info("Dequantised %d frozen 4-bit layers once for CPU speed (dense_cpu_base)", cached)
-        if self._trainer is not None:
-            prepare_strategy(self.trainer.strategy, self.model, hp.gradient_checkpointing)
+        if strategy is not None:
+            prepare_strategy(strategy, self.model, hp.gradient_checkpointing)
         if getattr(self, "device_mesh", None) is not None:  # ModelParallelStrategy (FSDP2)
             shard_fsdp2(self.model, self.device_mesh)
         # from_pretrained returns eval mode, and Lightning keeps each submodule's mode: without this, dropout and
@@ -162,6 +133,17 @@ class ResponseTuningModule(L.LightningModule):
         total = sum(p.numel() for p in self.model.parameters())
         log.info("Loaded %s (quantize=%s): %.2fM trainable of %.1fM parameters", hp.model, hp.quantize,
                  trainable / 1e6, total / 1e6)
+
+    def placement(self) -> torch.device:
+        """The device the model is loaded on: the Trainer's, else ``load_device``, else the CPU."""
+        if self._trainer is not None:
+            return self.trainer.strategy.root_device
+        return torch.device(self.load_device) if self.load_device is not None else torch.device("cpu")
+
+    def on_fit_start(self) -> None:
+        restore_fp32_buffers(self.model, self._fp32_buffers)
+        strategy = self.trainer.strategy
+        log.info("[rank %d] %s", self.global_rank, layout_line(strategy, self.model))
 
     @property
     def base_model(self):
@@ -194,19 +176,41 @@ class ResponseTuningModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         world = self.trainer.world_size if self._trainer is not None else 1
+        if self.hparams.loss_normalization == "micro_batch":
+            return self._micro_batch_mean(batch, world)
+        summed, count = self.loss(batch, reduction="sum", allow_empty=True)
+        self._window.add(summed, count)
+        # Lightning divides by the accumulation count and DDP/FSDP average over ranks: undone here, so the gradients
+        # are sums over the window, which on_before_optimizer_step divides by the window's trained tokens.
+        accumulate = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
+        return summed * accumulate * world
+
+    def _micro_batch_mean(self, batch: dict, world: int) -> torch.Tensor:
+        """The older normalisation: each micro-batch's token mean (over all ranks), averaged over accumulation."""
         if world == 1:
             loss, count = self.loss(batch)
             self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=1)
-            self.log("train_tokens", float(count), reduce_fx="sum", on_step=False, on_epoch=True)
             return loss
-        # Normalise by the trained tokens of *all* ranks: the averaged gradient then equals a single process's on
-        # the same global batch, however unevenly the tokens fall across ranks.
         summed, count = self.loss(batch, reduction="sum", allow_empty=True)
         total = self.trainer.strategy.reduce(torch.tensor(float(count), device=summed.device), reduce_op="sum")
-        global_mean = self.trainer.strategy.reduce(summed.detach(), reduce_op="sum") / total
-        self.log("train_loss", global_mean, prog_bar=True, on_step=True, on_epoch=True, batch_size=1)
-        self.log("train_tokens", total, reduce_fx="sum", on_step=False, on_epoch=True)
+        self.log("train_loss", self.trainer.strategy.reduce(summed.detach(), reduce_op="sum") / total, prog_bar=True,
+                 on_step=True, on_epoch=True, batch_size=1)
         return summed * world / total
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self.hparams.loss_normalization == "micro_batch":
+            return
+        mean, tokens = self._window.close(self.trainer.strategy)
+        optimization.scale_gradients(optimizer, 1.0 / tokens.item())
+        self.log("train_loss", mean, prog_bar=True, on_step=True, on_epoch=True, batch_size=1)
+        self.log("train_tokens", tokens, reduce_fx="sum", on_step=False, on_epoch=True, batch_size=1)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        if gradient_clip_algorithm not in (None, "norm"):
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        # Lightning's own norm clipping refuses FSDP1; clip_gradient_norm is right under every strategy.
+        norm = optimization.clip_gradient_norm(self.trainer.strategy, optimizer, gradient_clip_val)
+        self.log("grad_norm", norm.detach(), on_step=True, on_epoch=False, batch_size=1)  # before clipping
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, count = self.loss(batch, allow_empty=True)
@@ -221,14 +225,8 @@ class ResponseTuningModule(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         params = [p for p in self.parameters() if p.requires_grad]
-        if hp.optimizer == "paged_adamw_32bit" and torch.cuda.is_available():
-            import bitsandbytes as bnb
-
-            optimizer = bnb.optim.PagedAdamW32bit(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
-        else:
-            if hp.optimizer == "paged_adamw_32bit":
-                log.info("Paged AdamW needs CUDA; using torch.optim.AdamW (same update rule, unpaged state).")
-            optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+        strategy = self.trainer.strategy if self._trainer is not None else None
+        optimizer = optimization.build_optimizer(hp.optimizer, params, hp.learning_rate, hp.weight_decay, strategy, self.device)
         warmup = hp.warmup_steps
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

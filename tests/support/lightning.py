@@ -74,3 +74,23 @@ def _full_state_dicts_without_offload():
         yield
     finally:
         lightning_fsdp._get_full_state_dict_context = plain
+
+
+class ValidateLikeNCCL(Callback):
+    """Run validation (sanity check included) in the grad mode that the trainer's flags ask for, as NCCL would.
+
+    On gloo, Lightning always validates under ``no_grad``; with NCCL, ``trainer.validate`` follows the
+    ``inference_mode`` flag. This callback removes the gloo exception and lets the fit-time validation loop follow
+    the same flag, so a CPU run takes the path of a GPU run whose validation runs in inference mode: the path on
+    which FSDP2's first forward would create inference tensors.
+    """
+
+    def setup(self, trainer, pl_module, stage):
+        import lightning.pytorch.loops.utilities as loop_utilities
+
+        loop_utilities._distributed_is_initialized = lambda: False  # only the gloo check reads it there
+        trainer.fit_loop.epoch_loop.val_loop.inference_mode = trainer.validate_loop.inference_mode
+
+    def on_validation_start(self, trainer, pl_module):
+        mode = "inference_mode" if torch.is_inference_mode_enabled() else "no_grad"
+        print(f"validation grad mode: {mode}", flush=True)

@@ -108,7 +108,7 @@ def test_packed_and_padded_batches_give_the_same_loss_and_gradients(tiny_model_d
 def test_packing_that_the_model_cannot_honour_is_refused(tiny_model_dir, monkeypatch):
     import transformers.masking_utils as masking
 
-    from rt_lightning.model.module import check_packing_is_exact
+    from rt_lightning.model.base_guards import check_packing_is_exact
 
     m = module(tiny_model_dir)
     check_packing_is_exact(m.base_model)
