@@ -1,30 +1,37 @@
-"""One prepared GPU suite (one call of at most 10 minutes on an H200, no network); writes one JSON file.
+"""One prepared GPU suite (one call of at most 10 minutes on an H100/H200, no network); writes one JSON file.
 
 Parts (each is timed, and a part that fails records its error in the JSON and the suite goes on):
 1. ``agreement``: greedy tokens, GPU vs CPU, our engine and plain HF ``generate``, nf4 and bf16, on 32 Gemma-3-270M
-   prompts (``--gemma PATH``: a local HF folder or the GGUF; skipped with a note when absent). Also flags degenerate
-   text (a row that repeats one token), once seen with 4-bit Gemma and HF ``generate`` on an H100.
+   prompts (``--gemma PATH``: a local HF folder or the GGUF file; skipped with a note when absent). Also flags
+   degenerate text (a row that repeats one token), once seen with 4-bit Gemma and HF ``generate`` on an H100.
 2. ``training``: QLoRA tokens/s and peak memory on a Llama-3.2-1B-shaped *random* model, micro-batch 8x1024, LoRA r64
-   all-linear: rt_lightning's module (chunked loss, gradient checkpointing) vs plain HF+PEFT (``labels=`` loss,
-   ``prepare_model_for_kbit_training``), and bf16 LoRA without quantisation.
+   all-linear: rt_lightning's module vs plain HF+PEFT, and bf16 LoRA; each variant in its own process
+   (bench/gpu_suite_training.py), so each memory figure is its own.
 3. ``generation``: tokens/s at batch 64, 256 new tokens, our engine vs HF ``generate``, same random model (bf16).
-4. ``fsdp``: one QLoRA ``fit`` step under configs/strategies/fsdp.yaml (bf16-true) and fsdp2.yaml on one GPU.
+4. ``fsdp``: the recipe composed with configs/strategies/fsdp.yaml and fsdp2.yaml, ``fit`` on one GPU, and the same
+   flags on 2 CPU processes beside it compared with one process (bench/gpu_suite_fsdp.py).
 
-    python bench/gpu_suite.py --output gpu_suite.json [--gemma /path/to/gemma-3-270m]
-    python bench/gpu_suite.py --dry-run --output /tmp/dry.json     # CPU, tiny shapes, seconds (tested in CI)
+    python bench/gpu_suite.py --output gpu_suite.json [--gemma /tmp/gemma-3-270m.gguf]
+    python bench/gpu_suite.py --dry-run --output /tmp/dry.json     # CPU, tiny shapes (tested in CI)
 
-The GPU image (Python 3.12, torch 2.11+cu130, transformers 5.17, peft, lightning 2.6.6) lacks bitsandbytes, datasets,
-jsonargparse, docstring-parser, typeshed-client, gguf, dill, multiprocess. Before the call, on a machine with network:
+What must travel. The GPU image (Python 3.12, torch 2.11+cu130, transformers 5.17, peft, lightning 2.6.6) lacks
+these cp312 wheels, which go in .whl/ (listed in .git/info/exclude, named in ``carry``):
+    bitsandbytes-0.50.2 (43.1 MB; 7.1 MB after ``zip -d bitsandbytes-*.whl '*cuda11*' '*cuda12*' '*rocm*' '*xpu*'``),
+    pyarrow-26.0.1 (55.0 MB), datasets-5.2.0 (0.6), typeshed_client-2.15.0 (0.8), xxhash-4.1.0 (0.5),
+    jsonargparse-4.53.0 (0.2), multiprocess-0.70.19 (0.2), dill-0.4.1 (0.1), docstring_parser-0.18.0 (0.02);
+    gguf-0.19.0 (0.1) only for ``--gemma`` with a GGUF file.
+About 64.7 MB with the shrunk bitsandbytes, plus the working tree (about 1.3 MB): just under the 64 MiB (67.1 MB) a
+call carries; the suite prints the total it finds (``carry``) and refuses to start a GPU run over the limit. Fetch
+them on a machine with network:
     pip download --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 \\
         --platform manylinux_2_24_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \\
-        --platform any --no-deps -d .whl bitsandbytes datasets jsonargparse docstring-parser typeshed-client gguf \\
-        dill multiprocess xxhash pyarrow
-(``du -sh .whl``: the working tree and ``.whl`` together must stay under the 64 MiB a call carries; drop gguf and
-pyarrow/datasets first if needed: only ``--gemma`` with a GGUF needs gguf, and the suite does not read datasets.)
+        --platform manylinux_2_17_x86_64 --platform any --no-deps -d .whl bitsandbytes==0.50.2 datasets \\
+        jsonargparse docstring-parser typeshed-client gguf dill multiprocess xxhash pyarrow
 Then, as the call (carry ``.whl``):
     pip install --no-index --no-deps .whl/*.whl && pip install --no-deps -e . && \\
         python bench/gpu_suite.py --output $OUT/gpu_suite.json
-The real Gemma GGUF (253 MB) cannot travel in one call; without ``--gemma`` part 1 is skipped with a note.
+The real Gemma GGUF (253 MB) cannot travel in one call: five ~50 MB parts, one per call while the machine is warm,
+each copied to /tmp, then ``cat`` and ``--gemma /tmp/gemma-3-270m.gguf``; without it part 1 is skipped with a note.
 """
 
 from __future__ import annotations
@@ -43,7 +50,6 @@ import torch
 
 from rt_lightning.generation import GenerationConfig, encode_prompts, generate
 from rt_lightning.hub import load_causal_lm, load_tokenizer
-from rt_lightning.model.module import ResponseTuningModule
 from rt_lightning.testing import save_tiny_model, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,23 +58,23 @@ LLAMA_1B = (2048, 8192, 16, 32, 8, 128256)
 TINY = (64, 128, 2, 4, 2, 400)
 
 
-def peak_memory_gib(device: str) -> float:
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**30
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
 
 
-def reset_peak(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+CARRY_LIMIT = 64 * 2**20
+
+
+def carry() -> dict:
+    """What a device call would carry: the working tree (tracked and untracked-not-ignored) plus .whl/."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.split("\0")
+    tree = sum((ROOT / f).stat().st_size for f in listed if f and (ROOT / f).is_file())
+    wheels = {w.name: w.stat().st_size for w in sorted((ROOT / ".whl").glob("*.whl"))}
+    total = tree + sum(wheels.values())
+    return {"tree_bytes": tree, "wheels": wheels, "total_bytes": total, "limit_bytes": CARRY_LIMIT,
+            "fits": total <= CARRY_LIMIT}
 
 
 def random_llama(folder: str, shape: tuple) -> str:
@@ -156,54 +162,15 @@ QUESTIONS = ["What is the capital of France?", "Name three primary colours.", "H
 
 # --- 2. training --------------------------------------------------------------------------------------------------
 def training(args, device: str, model_path: str) -> dict:
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-    batch, length, steps = (2, 32, 2) if args.dry_run else (8, 1024, 6)
-    r = 8 if args.dry_run else 64
     vocab = TINY[-1] if args.dry_run else LLAMA_1B[-1]
-    generator = torch.Generator().manual_seed(0)
-    input_ids = torch.randint(3, vocab, (batch, length), generator=generator).to(device)
-    labels = input_ids.clone()
-    labels[:, : length // 4] = -100  # a prompt part, as in SFT
-    data = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
-    variants = {"bf16_lora": None}
-    if has_bitsandbytes():
-        variants = {"rt_qlora": "nf4", "hf_peft_qlora": "nf4", **variants}
     out = {}
-    for name, quantize in variants.items():
-        reset_peak(device)
-        if name == "hf_peft_qlora":
-            base = load_causal_lm(model_path, quantize="nf4", device_map={"": device})
-            base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=True)
-            model = get_peft_model(base, LoraConfig(r=r, lora_alpha=16, lora_dropout=0.1, target_modules="all-linear",
-                                                    task_type="CAUSAL_LM"))
-
-            def loss_fn(model=model):
-                return model(**data).loss
-        else:
-            module = ResponseTuningModule(model=model_path, quantize=quantize, lora_r=r, lora_alpha=16,
-                                          gradient_checkpointing=True, dense_cpu_base=False)
-            module.configure_model()
-            model = module.model if quantize else module.model.to(device)
-            module.train()
-
-            def loss_fn(module=module):
-                return module.loss(data)[0]
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        times = []
-        for _ in range(steps):
-            sync(device)
-            start = time.perf_counter()
-            loss = loss_fn()
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            sync(device)
-            times.append(time.perf_counter() - start)
-        timed = times[1:] or times
-        out[name] = {"tokens_per_s": batch * length * len(timed) / sum(timed), "peak_gib": peak_memory_gib(device),
-                     "loss_last": loss.item(), "steps": steps}
-        del model, optimizer
+    for variant in ["rt_qlora", "hf_peft_qlora", "bf16_lora"] if has_bitsandbytes() else ["bf16_lora"]:
+        done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_suite_training.py"), "--variant", variant,
+                               "--model", model_path, "--device", device, "--vocab", str(vocab),
+                               *(["--dry-run"] if args.dry_run else [])], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        out[variant] = (json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0
+                        else {"error": done.stderr[-2000:]})
     return out
 
 
@@ -235,38 +202,10 @@ def generation(args, device: str, model_path: str) -> dict:
 
 # --- 4. fsdp ------------------------------------------------------------------------------------------------------
 def fsdp(args, device: str, model_path: str) -> dict:
-    import yaml
+    from gpu_suite_fsdp import one_gpu, two_cpu_processes  # beside this script (sys.path[0])
 
-    folder = Path(tempfile.mkdtemp(prefix="gpu-suite-fsdp-"))
-    train = folder / "train.jsonl"
-    rows = [{"instruction": f"q{i}", "response": "word " * (5 + i)} for i in range(8)]
-    train.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    config = folder / "run.yaml"
-    config.write_text(yaml.safe_dump({
-        "seed_everything": 0,
-        "trainer": {"accelerator": "cpu" if args.dry_run else "gpu", "devices": 1, "max_steps": 1,
-                    "precision": "bf16-true", "logger": False, "enable_checkpointing": False,
-                    "enable_progress_bar": False, "limit_val_batches": 0},
-        "model": {"model": model_path, "quantize": "nf4" if has_bitsandbytes() else None, "lora_r": 8,
-                  "dtype": "bfloat16", "gradient_checkpointing": False},
-        "data": {"class_path": "rt_lightning.data.SFTDataModule",
-                 "init_args": {"train": str(train), "val": None, "batch_size": 2}}}))
-    out = {}
-    for name in ("fsdp", "fsdp2"):
-        strategy = yaml.safe_load((ROOT / "configs" / "strategies" / f"{name}.yaml").read_text())
-        if name == "fsdp2":
-            strategy["trainer"]["strategy"]["init_args"]["data_parallel_size"] = 1
-        if args.dry_run and name == "fsdp":  # Lightning runs FSDP1 on CPUs only through this test subclass
-            strategy["trainer"]["strategy"]["class_path"] = "tests.support.lightning.CPUFSDPStrategy"
-        overlay = folder / f"{name}.yaml"
-        overlay.write_text(yaml.safe_dump(strategy))
-        start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "rt_lightning", "fit", "--config", str(config), "--config",
-                               str(overlay)], cwd=folder, capture_output=True, text=True, timeout=240,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
-        out[name] = {"ok": done.returncode == 0, "seconds": time.perf_counter() - start,
-                     **({} if done.returncode == 0 else {"stderr_tail": done.stderr[-2000:]})}
-    return out
+    tiny = model_path if args.dry_run else random_llama(tempfile.mkdtemp(prefix="gpu-suite-tiny-"), TINY)
+    return {"one_gpu": one_gpu(tiny, args.dry_run), "two_cpu_processes": two_cpu_processes(tiny)}
 
 
 def main() -> None:
@@ -279,9 +218,14 @@ def main() -> None:
     device = "cpu" if args.dry_run else "cuda"
     if not args.dry_run and not torch.cuda.is_available():
         raise SystemExit("gpu_suite: no CUDA device; use --dry-run to check the suite on a CPU")
+    carried = carry()
+    print(f"carry: {carried['total_bytes'] / 2**20:.1f} MiB of {CARRY_LIMIT / 2**20:.0f} MiB "
+          f"({len(carried['wheels'])} wheels in .whl/)", flush=True)
+    if not args.dry_run and not carried["fits"]:
+        raise SystemExit("gpu_suite: the working tree and .whl/ exceed what one call carries; see the header")
     report = {"suite": "gpu_suite", "dry_run": args.dry_run, "torch": torch.__version__,
               "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-              "bitsandbytes": has_bitsandbytes(), "parts": {}}
+              "bitsandbytes": has_bitsandbytes(), "carry": carried, "parts": {}}
     folder = tempfile.mkdtemp(prefix="gpu-suite-model-")
     model_path = random_llama(folder, TINY if args.dry_run else LLAMA_1B)
     parts = {"agreement": lambda: agreement(args, device), "training": lambda: training(args, device, model_path),

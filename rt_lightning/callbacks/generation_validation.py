@@ -95,7 +95,7 @@ class GenerationValidation(L.Callback):
         # Sharded weights are gathered in every forward, a collective: ranks decode in lockstep (a rank whose
         # shard is done, or empty, runs dummy forwards until all are done).
         sharded = isinstance(trainer.strategy, (ModelParallelStrategy, FSDPStrategy))
-        with _root_weights_gathered(trainer.strategy):
+        with _fsdp1_generation_context(trainer.strategy):
             generations = (generate(pl_module.model, tokenizer, prompts, self.generation, synced_gpus=sharded)
                            if self._rows else [])
             # Every rank scores all rows of the generation-free benchmarks: the same forwards on every rank, so
@@ -172,13 +172,19 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 @contextmanager
-def _root_weights_gathered(strategy):
-    """FSDP1 shards the root unit's own weights too (embeddings, final norm, LM head) and gathers them only inside
-    the root's forward. Generation runs outside it, so gather those here; the layer units gather themselves."""
+def _fsdp1_generation_context(strategy):
+    """What FSDP1's root forward would provide, for generation that runs outside it.
+
+    FSDP1 shards the root unit's own weights too (embeddings, final norm, LM head) and gathers them only inside the
+    root's forward: gathered here; the layer units gather themselves. And its mixed precision casts each unit's
+    weights to bf16 only once that unit runs: PEFT, outside autocast, would first cast a layer's input to the still
+    fp32 LoRA weight and then meet the bf16 one (a dtype error at the first generated token), so generation runs in
+    the precision plugin's forward context (autocast for bf16-mixed), as training and validation steps do."""
     if not isinstance(strategy, FSDPStrategy):
         yield
         return
     from torch.distributed.fsdp import FullyShardedDataParallel  # deferred: torch builds may lack distributed
 
-    with FullyShardedDataParallel.summon_full_params(strategy.model, recurse=False, writeback=False):
+    with FullyShardedDataParallel.summon_full_params(strategy.model, recurse=False, writeback=False), \
+            strategy.precision_plugin.forward_context():
         yield

@@ -40,9 +40,8 @@ def load_model(source: ModelSource):
     """Base model (hub id / folder / embedded) plus an optional PEFT adapter folder, or an adapter-only checkpoint;
     returns ``(model, tokenizer)``."""
     if source.ckpt_path:
-        module = load_module_from_checkpoint(source.ckpt_path, quantize=source.quantize)
-        net = module.model.to(source.device) if source.quantize is None else module.model
-        return net, load_tokenizer(module.hparams.model)
+        module = load_module_from_checkpoint(source.ckpt_path, quantize=source.quantize, device=source.device)
+        return on_device(module.model, source.device), load_tokenizer(module.hparams.model)
     device_map = {"": source.device} if source.quantize else None
     net = load_causal_lm(source.base, quantize=source.quantize, dtype=getattr(torch, source.dtype),
                          device_map=device_map)
@@ -50,7 +49,17 @@ def load_model(source: ModelSource):
         net = net.to(source.device)
     if source.adapter:
         net = PeftModel.from_pretrained(net, source.adapter)
-    return net, load_tokenizer(source.base)
+    return on_device(net, source.device), load_tokenizer(source.base)
+
+
+def on_device(net, device) -> torch.nn.Module:
+    """``net``, refused unless every weight is on ``device`` (a 4-bit model cannot be moved after loading)."""
+    wanted = torch.device(device)
+    elsewhere = {str(p.device) for p in net.parameters() if p.device.type != wanted.type}
+    if elsewhere:
+        raise RuntimeError(f"model weights are on {sorted(elsewhere)}, not on the requested device {wanted}; "
+                           "nothing was evaluated")
+    return net
 
 
 @dataclass

@@ -85,18 +85,21 @@ def find_resume_checkpoint(root: str | Path) -> Optional[Path]:
     return next((p for p in newest_first if is_readable_checkpoint(p)), None)
 
 
-def load_module_from_checkpoint(ckpt_path: str, quantize: str | None = None) -> ResponseTuningModule:
+def load_module_from_checkpoint(ckpt_path: str, quantize: str | None = None,
+                                device: str | torch.device | None = None) -> ResponseTuningModule:
     """Rebuild the module from the checkpoint's hyper-parameters and load its adapter.
 
     The base is loaded unquantised by default: the adapter was trained against the 4-bit base, but is applied to the
     bf16 one (the usual QLoRA practice, and the paper's). It stays unmerged: PEFT adds its output to each base layer's,
     in fp32, where merging would round base + adapter to bf16 and lose much of a short-trained adapter's change.
+    ``device``: where the model is loaded (a 4-bit base must be quantised in place there); null = the CPU.
     """
     checkpoint = read_checkpoint(ckpt_path)
     # LightningCLI adds bookkeeping entries such as `_instantiator`; only constructor arguments are passed on.
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
     hparams["quantize"] = quantize
     module = ResponseTuningModule(**hparams)
+    module.load_device = torch.device(device) if device is not None else None
     module.configure_model()
     module.on_load_checkpoint(checkpoint)
     module.load_state_dict(checkpoint["state_dict"], strict=False)

@@ -95,11 +95,13 @@ class ResponseTuningModule(L.LightningModule):
         if strategy is not None:
             check_strategy(strategy)
         device = self.placement()
-        # bitsandbytes quantises while placing weights (a later .to() of a 4-bit model is refused), so a 4-bit model
-        # is loaded where it runs; so is any model given a device outside a Trainer (a Trainer moves it itself).
-        placed = hp.quantize is not None or (strategy is None and self.load_device is not None)
+        # bitsandbytes quantises while placing weights: a later .to() of a 4-bit model is refused, so it is loaded
+        # where it runs. Other models outside a Trainer are moved to load_device (a Trainer moves them itself).
         base = load_causal_lm(hp.model, quantize=hp.quantize, dtype=getattr(torch, hp.dtype),
-                              device_map={"": device} if placed else None, attn_implementation=hp.attn_implementation)
+                              device_map={"": device} if hp.quantize is not None else None,
+                              attn_implementation=hp.attn_implementation)
+        if hp.quantize is None and strategy is None and self.load_device is not None:
+            base.to(device)
         base.config.use_cache = False
         disable_cpu_inference_repacking(base)
         # Not prepare_model_for_kbit_training: it upcasts every non-quantised weight (Gemma's 168M-parameter

