@@ -17,6 +17,7 @@ Only ``torch.nn.Linear`` layers whose forward is the plain one, or the dense cop
 
 from __future__ import annotations
 
+import functools
 import logging
 import types
 from contextlib import contextmanager
@@ -33,10 +34,20 @@ _PACKED = "_rt_packed_linear"
 MIN_PACKED_WIDTH = 128
 
 
+@functools.lru_cache(maxsize=None)
 def packing_available() -> bool:
+    """oneDNN's bf16 weight packing exists in this torch build *and* runs on this CPU (it needs avx512bw/vl/dq or
+    avx_ne_convert; elsewhere ``_reorder_linear_weight`` raises for bf16), probed once."""
     mkldnn = getattr(torch.ops, "mkldnn", None)
-    return (torch.backends.mkldnn.is_available() and hasattr(mkldnn, "_reorder_linear_weight")
-            and hasattr(mkldnn, "_linear_pointwise"))
+    if not (torch.backends.mkldnn.is_available() and hasattr(mkldnn, "_reorder_linear_weight")
+            and hasattr(mkldnn, "_linear_pointwise")):
+        return False
+    try:
+        mkldnn._reorder_linear_weight(torch.zeros(16, 16, dtype=torch.bfloat16), 16)
+    except RuntimeError as err:  # the CPU cannot run the bf16 path: plain linears, as without oneDNN
+        log.info("Packed bf16 linears are off on this CPU (%s)", str(err).splitlines()[0][:160])
+        return False
+    return True
 
 
 def _available_memory() -> Optional[int]:
