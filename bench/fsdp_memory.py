@@ -5,9 +5,14 @@ on all linear layers, micro-batch 1 x ~60 tokens) and configs/strategies/ddp.yam
 steps. After the second step every rank reports what it holds (``MemoryReport``): parameter, gradient and AdamW
 state bytes, counted from the tensors themselves (a DTensor by its local shard), plus its resident set now and at its
 peak. Prints one table and ends with one JSON line; a figure, not an assertion.
-    python bench/fsdp_memory.py [--shape llama-3.2-1b|tiny] [--quantize nf4]
+    python bench/fsdp_memory.py [--shape llama-3.2-1b|tiny] [--dtype float32|bfloat16] [--quantize nf4]
+fp32 by default: on CPUs without AVX512-BF16, bf16 matmuls are emulated and a 1B step takes many minutes; the
+sharding ratios do not depend on the dtype.
 The peak resident set includes loading: each rank loads the whole model before FSDP2 shards it, so that peak is
-about the same for both; the held bytes after the step are what sharding saves during training.
+about the same for both; the held bytes after the step are what sharding saves during training. Runs use glibc's
+allocation defaults (``RT_LIGHTNING_SYSTEM_MALLOC=1``): with rt_lightning's default of keeping freed host memory, an
+FSDP2 rank's resident set would stay at its load-time peak, and two 1B ranks in fp32 ran a 24 GiB machine out of
+memory.
 """
 
 from __future__ import annotations
@@ -73,23 +78,27 @@ def random_llama(folder: Path, shape: tuple) -> str:
     return str(folder)
 
 
-def run(folder: Path, model: str, strategy: str, quantize: str) -> list[dict]:
+def run(folder: Path, model: str, strategy: str, quantize: str, dtype: str) -> list[dict]:
     rows = [{"instruction": f"q{i}", "response": "word " * 50} for i in range(8)]
     (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = folder / f"memory-{strategy}"
     overlay = folder / f"{strategy}-overlay.yaml"
     overlay.write_text(yaml.safe_dump({
         "trainer": {"accelerator": "cpu", "devices": 2, "max_steps": 2, "logger": False, "enable_checkpointing": False,
-                    "enable_progress_bar": False, "precision": "bf16-true",
+                    "enable_progress_bar": False, "precision": "bf16-true" if dtype == "bfloat16" else "32-true",
                     "callbacks": [{"class_path": "fsdp_memory.MemoryReport", "init_args": {"out": str(out)}}]},
-        "model": {"model": model, "quantize": quantize, "dtype": "bfloat16"},
+        "model": {"model": model, "quantize": quantize, "dtype": dtype},
         "data": {"init_args": {"train": str(folder / "train.jsonl"), "max_length": 128, "batch_size": 1,
                                "global_batch_size": 4}}}))
     done = subprocess.run([sys.executable, "-m", "rt_lightning", "fit", "--config",
                            str(ROOT / "configs" / "recipes" / "qlora-paper.yaml"), "--config", str(overlay),
                            "--config", str(ROOT / "configs" / "strategies" / f"{strategy}.yaml")],
                           cwd=folder, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'bench'}", "COLUMNS": "300"})
+                          env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'bench'}", "COLUMNS": "300",
+                               # glibc's defaults, so that memory freed by sharding goes back to the kernel and the
+                               # resident set shows what a rank holds (rt_lightning keeps freed memory for reuse by
+                               # default, host_memory.py: its resident set stays at the load-time peak).
+                               "RT_LIGHTNING_SYSTEM_MALLOC": "1"})
     if done.returncode:
         raise SystemExit(f"{strategy} failed:\n{(done.stdout + done.stderr)[-3000:]}")
     return [json.loads(Path(f"{out}.rank{rank}.json").read_text()) for rank in (0, 1)]
@@ -99,19 +108,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="llama-3.2-1b")
     parser.add_argument("--quantize", choices=["nf4"], default=None)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="fsdp-memory-"))
     model = random_llama(folder / "model", SHAPES[args.shape])
-    reports = {strategy: run(folder, model, strategy, args.quantize) for strategy in ("ddp", "fsdp2")}
+    reports = {strategy: run(folder, model, strategy, args.quantize, args.dtype) for strategy in ("ddp", "fsdp2")}
     keys = ["parameter_bytes", "trainable_parameter_bytes", "gradient_bytes", "optimizer_state_bytes",
             "rss_now_bytes", "rss_peak_bytes"]
-    print(f"{args.shape} (random), quantize={args.quantize}, 2 CPU processes, per rank (MiB):")
+    print(f"{args.shape} (random), {args.dtype}, quantize={args.quantize}, 2 CPU processes, per rank (MiB):")
     print(f"{'':28}" + "".join(f"{f'{s} r{r}':>12}" for s in reports for r in (0, 1)) + f"{'fsdp2/ddp':>11}")
     for key in keys:
         values = [reports[s][r][key] for s in reports for r in (0, 1)]
         ratio = (values[2] + values[3]) / max(values[0] + values[1], 1)
         print(f"{key:28}" + "".join(f"{v / 2**20:12.1f}" for v in values) + f"{ratio:11.3f}")
-    print(json.dumps({"shape": args.shape, "quantize": args.quantize, "reports": reports}))
+    print(json.dumps({"shape": args.shape, "dtype": args.dtype, "quantize": args.quantize, "reports": reports}))
 
 
 if __name__ == "__main__":

@@ -72,3 +72,32 @@ def test_fsdp2_shards_over_the_data_parallel_sub_mesh_and_refuses_tensor_paralle
     assert data_parallel_mesh(FakeMesh(4, 1)).name == "data_parallel"
     with pytest.raises(ValueError, match="tensor_parallel_size is 2"):
         data_parallel_mesh(FakeMesh(1, 2))
+
+
+def test_fsdp2_shards_each_layer_over_data_parallel_under_one_root(peft_model, tokenizer):
+    """Lightning's 2-D mesh handed to fully_shard as it is would mean (Replicate, Shard) placements on a
+    tensor-parallel dimension of size 1: nothing sharded, every layer its own root, never resharded."""
+    import tempfile
+
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from rt_lightning.model.fsdp import decoder_layers, shard_fsdp2
+
+    with tempfile.NamedTemporaryFile() as store:
+        dist.init_process_group("gloo", init_method=f"file://{store.name}", rank=0, world_size=1)
+        try:
+            mesh = init_device_mesh("cpu", (1, 1), mesh_dim_names=("data_parallel", "tensor_parallel"))
+            shard_fsdp2(peft_model, mesh)
+            peft_model(input_ids=torch.tensor([[5, 6, 7]]))  # lazy initialisation decides the root
+            decoder = peft_model.get_base_model().get_decoder()
+            assert decoder._get_fsdp_state()._is_root
+            for layer in decoder_layers(peft_model):
+                state = layer._get_fsdp_state()
+                assert not state._is_root and state._fsdp_param_group.post_forward_mesh_info is not None
+                for param in layer.parameters():
+                    assert param.device_mesh.mesh_dim_names == ("data_parallel",)
+                    assert [repr(p) for p in param.placements] == ["Shard(dim=0)"]
+            assert not any(hasattr(p, "placements") for p in decoder.embed_tokens.parameters())  # replicated root
+        finally:
+            dist.destroy_process_group()
