@@ -12,6 +12,7 @@ import yaml
 
 from rt_lightning.__main__ import main
 from rt_lightning.commands.fit import RTLightningCLI
+from rt_lightning.data.global_batch import accumulation_for
 from tests.support.files import write_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +49,9 @@ def test_every_model_overlay_composes_with_the_recipe(config):
     assert run_dir == f"runs/{config.stem}" and cli.trainer.default_root_dir == run_dir
     # The overlay's logger save_dir merges into the recipe's logger, which keeps its class and name.
     assert cli.trainer.logger.save_dir == run_dir and cli.trainer.logger.name == "logs"
-    assert cli.trainer.accumulate_grad_batches == 8 and cli.datamodule.batch_size == 8
+    # The paper's batch of 64, derived into accumulation at start-up: 8 on one device.
+    assert cli.datamodule.global_batch_size == 64 and cli.datamodule.batch_size == 8
+    assert accumulation_for(64, cli.datamodule.batch_size, cli.trainer.world_size) == 8
 
 
 def data_of(config: Path) -> dict:
