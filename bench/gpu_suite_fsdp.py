@@ -36,7 +36,8 @@ def small_overlay(folder: Path, model_path: str, accelerator: str) -> Path:
                     "default_root_dir": "run", "enable_checkpointing": False,
                     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "run"}},
                     "callbacks": [{"class_path": "rt_lightning.callbacks.GenerationValidation",
-                                   "init_args": {"heldout": 4, "generation": {"max_new_tokens": 8}}}]},
+                                   # held-out prompts only: no benchmark file travels, and no hub is reachable
+                                   "init_args": {"benchmarks": {}, "heldout": 4, "generation": {"max_new_tokens": 8}}}]},
         "model": {"model": model_path, "lora_r": 8},
         "data": {"init_args": {"train": str(folder / "train.jsonl"), "val": str(folder / "val.jsonl"),
                                "max_length": 256, "batch_size": 2, "global_batch_size": 8}}}))

@@ -252,10 +252,3 @@ def test_qlora_under_fsdp1_in_fp32_is_refused_at_start_up(setup):
     _, output = fit(folder, overlay, "fsdp1-qlora-fp32", *LAYOUTS["fsdp1"], "--trainer.precision", "32-true",
                     expect_ok=False)
     assert "needs trainer.precision bf16-true" in output
-
-
-def test_tensor_parallel_is_refused_at_start_up(setup):
-    folder, overlay = setup
-    _, output = fit(folder, overlay, "fsdp2-tp", *LAYOUTS["fsdp2"], *FP32,
-                    "--trainer.strategy.init_args.tensor_parallel_size", "2", expect_ok=False)
-    assert "shards with FSDP2 only" in output, output[-3000:]
