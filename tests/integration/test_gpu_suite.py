@@ -39,7 +39,7 @@ def test_gpu_suite_dry_run_agreement_training_generation(tmp_path):
 def test_gpu_suite_dry_run_fsdp_steps(tmp_path):
     fsdp = dry_run(tmp_path, "fsdp")["parts"]["fsdp"]
     one, two = fsdp["one_gpu"], fsdp["two_cpu_processes"]
-    assert one["fsdp"]["ok"] and one["fsdp2"]["ok"], one
+    assert one["fsdp2"]["ok"] and "skipped" in one["fsdp"], one  # FSDP1 one-rank CPU: see gpu_suite_fsdp.py
     assert all(run["ok"] and run["gen_keys"] for run in two.values()), two
     for name in ("fsdp", "fsdp2"):
         assert two[name]["max_loss_difference_vs_single"] < 1e-5, two[name]
