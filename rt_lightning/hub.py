@@ -145,6 +145,17 @@ def unwrap_peft(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+"""What FSDP1, activation checkpointing and torch.compile insert into parameter and buffer names."""
+
+
+def unwrapped_name(name: str) -> str:
+    """``name`` as the unwrapped model spells it (the names state dicts and checkpoints use)."""
+    for prefix in WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name
+
+
 def quantization_config(quantize: str | None, compute_dtype: torch.dtype = torch.bfloat16):
     """The paper's QLoRA quantisation (nf4, double quantisation, bf16 compute); bf16 storage so FSDP can shard it."""
     if quantize is None:

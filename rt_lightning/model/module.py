@@ -11,7 +11,7 @@ from peft.helpers import disable_input_dtype_casting
 from torchmetrics import MeanMetric
 
 from rt_lightning.constants import EMBEDDED_GEMMA
-from rt_lightning.hub import load_causal_lm
+from rt_lightning.hub import load_causal_lm, unwrapped_name
 from rt_lightning.model import optimization
 from rt_lightning.model.base_guards import check_packing_is_exact, disable_cpu_inference_repacking
 from rt_lightning.model.cpu_dropout import use_bulk_dropout
@@ -241,8 +241,7 @@ class ResponseTuningModule(L.LightningModule):
     # --- adapter-only checkpoints -------------------------------------------------------------------------------
     def trainable_state_keys(self) -> set[str]:
         # FSDP1 inserts wrapper names into parameter names; its state dicts use the clean names.
-        return {name.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", "")
-                for name, p in self.named_parameters() if p.requires_grad}
+        return {unwrapped_name(name) for name, p in self.named_parameters() if p.requires_grad}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         keep = self.trainable_state_keys()

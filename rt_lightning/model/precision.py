@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import torch
 
+from rt_lightning.hub import unwrapped_name
+
 FP32_BUFFER_NAMES = ("inv_freq", "original_inv_freq")
-WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
-
-
-def _clean(name: str) -> str:
-    for prefix in WRAPPER_PREFIXES:
-        name = name.replace(prefix, "")
-    return name
 
 
 def fp32_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """fp32 copies of the buffers that must stay fp32, by their name without wrapper prefixes."""
-    return {_clean(name): buffer.detach().float().clone() for name, buffer in model.named_buffers()
+    return {unwrapped_name(name): buffer.detach().float().clone() for name, buffer in model.named_buffers()
             if name.rsplit(".", 1)[-1] in FP32_BUFFER_NAMES and buffer.is_floating_point()}
 
 
@@ -32,7 +27,7 @@ def restore_fp32_buffers(model: torch.nn.Module, saved: dict[str, torch.Tensor])
     restored = 0
     for module_name, module in model.named_modules():
         for key, buffer in list(module._buffers.items()):
-            name = _clean(f"{module_name}.{key}" if module_name else key)
+            name = unwrapped_name(f"{module_name}.{key}" if module_name else key)
             if buffer is not None and name in saved:
                 module._buffers[key] = saved[name].to(buffer.device)
                 restored += 1

@@ -7,6 +7,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import FSDPStrategy
 
+from rt_lightning.hub import unwrapped_name
+
 
 class SleepEveryStep(Callback):
     """Slow training down so a test can kill the process mid-epoch, after a checkpoint exists."""
@@ -129,7 +131,7 @@ class HashQuantizedBytes(Callback):
                     weight = weight.full_tensor() if hasattr(weight, "full_tensor") else weight
                     # A copy: numpy sharing the gathered storage would stop FSDP1 from freeing it afterwards.
                     raw = weight.detach().contiguous().view(torch.uint8).cpu().clone().numpy().tobytes()
-                    hashes[_clean(name)] = hashlib.sha256(raw).hexdigest()
+                    hashes[unwrapped_name(name)] = hashlib.sha256(raw).hexdigest()
         return hashes
 
     def on_fit_start(self, trainer, pl_module):
@@ -148,10 +150,6 @@ class HashQuantizedBytes(Callback):
 @contextmanager
 def _nothing():
     yield
-
-
-def _clean(name: str) -> str:
-    return name.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", "")
 
 
 class DumpStep(Callback):
@@ -191,8 +189,8 @@ class DumpStep(Callback):
             for name, param in pl_module.named_parameters():
                 if param.requires_grad:
                     grad = param.grad.full_tensor() if hasattr(param.grad, "full_tensor") else param.grad
-                    grads[_clean(name)] = grad.detach().float().cpu().clone()
-        buffers = {_clean(name): buffer.detach().cpu().clone() for name, buffer in pl_module.named_buffers()
+                    grads[unwrapped_name(name)] = grad.detach().float().cpu().clone()
+        buffers = {unwrapped_name(name): buffer.detach().cpu().clone() for name, buffer in pl_module.named_buffers()
                    if name.endswith("inv_freq")}
         if trainer.is_global_zero:
             torch.save({"grads": grads, "buffers": buffers}, self.out)
